@@ -1,0 +1,76 @@
+package fsstore
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/bopstore/bop/remote"
+)
+
+// Put cost is dominated by the two fsyncs (file, folder); Get and Head by
+// open/stat. Results: bench/RESULTS-remote-fsstore.md.
+
+func BenchmarkPut(b *testing.B) {
+	for _, size := range []int{4 << 10, 1 << 20, 16 << 20} {
+		for _, cond := range []string{"plain", "ifnonematch"} {
+			b.Run(fmt.Sprintf("%s/%dKiB", cond, size>>10), func(b *testing.B) {
+				s := newStore(b, b.TempDir())
+				body := bytes.Repeat([]byte("bop!"), size/4)
+				b.SetBytes(int64(size))
+				for i := 0; b.Loop(); i++ {
+					opts := remote.PutOptions{Size: int64(size)}
+					key := "bench/obj"
+					if cond == "ifnonematch" {
+						opts.IfNoneMatch = true
+						key = fmt.Sprintf("bench/obj-%d", i)
+					}
+					if _, err := s.Put(b.Context(), key, bytes.NewReader(body), opts); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkGetRange(b *testing.B) {
+	s := newStore(b, b.TempDir())
+	const size = 64 << 20
+	if _, err := s.Put(b.Context(), "bench/big", io.LimitReader(zeros{}, size), remote.PutOptions{Size: size}); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	b.SetBytes(4096)
+	for i := 0; b.Loop(); i++ {
+		off := int64(i*7919%(size/4096)) * 4096
+		rc, _, err := s.Get(b.Context(), "bench/big", off, 4096)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(rc, buf); err != nil {
+			b.Fatal(err)
+		}
+		rc.Close()
+	}
+}
+
+func BenchmarkHead(b *testing.B) {
+	s := newStore(b, b.TempDir())
+	if _, err := s.Put(b.Context(), "bench/h", bytes.NewReader([]byte("x")), remote.PutOptions{Size: 1}); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := s.Head(b.Context(), "bench/h"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
