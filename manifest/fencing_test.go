@@ -1,0 +1,129 @@
+package manifest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/bopstore/bop/remote"
+)
+
+// Fencing: rounds of two writers (separate catalogs, as on two machines)
+// racing to take over with force and then publish. After each round
+// exactly one publish succeeded and the other writer got ErrFenced. Over
+// the whole log: no record is void (a correct store never lets a stale
+// writer in), epochs never decrease along seq, each record is at its own
+// seq, and after every takeover record only its writer appears until the
+// next takeover — the reader's view contains no record of a loser.
+func runFencing(t *testing.T, store remote.Store, rounds int) {
+	ctx := context.Background()
+	nodes := [2]*node{
+		newNode(t, store, "writer-a", 4, WriterOptions{}),
+		newNode(t, store, "writer-b", 4, WriterOptions{}),
+	}
+	rngs := [2]*mrand.Rand{mrand.New(mrand.NewPCG(1, 1)), mrand.New(mrand.NewPCG(2, 2))}
+	winners := make([]string, 0, rounds)
+	for round := range rounds {
+		var wg sync.WaitGroup
+		var takeErr [2]error
+		for i, n := range nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, takeErr[i] = n.w.Takeover(ctx, true)
+			}()
+		}
+		wg.Wait()
+		for i, err := range takeErr {
+			if err != nil && !errors.Is(err, ErrFenced) {
+				t.Fatalf("round %d: takeover by %s: %v", round, nodes[i].w.ID(), err)
+			}
+		}
+		// Both try to publish, concurrently.
+		var recs [2]*Record
+		for i, n := range nodes {
+			if takeErr[i] == nil {
+				recs[i] = n.randomPublish(rngs[i], 24)
+			}
+		}
+		var pubErr [2]error
+		for i, n := range nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if recs[i] == nil {
+					recs[i] = &Record{Txid: 1 << 40}
+				}
+				pubErr[i] = n.w.Publish(ctx, recs[i])
+			}()
+		}
+		wg.Wait()
+		won := -1
+		for i, err := range pubErr {
+			switch {
+			case err == nil:
+				if won >= 0 {
+					t.Fatalf("round %d: both writers published", round)
+				}
+				won = i
+			case !errors.Is(err, ErrFenced):
+				t.Fatalf("round %d: publish by %s: %v, want success or ErrFenced", round, nodes[i].w.ID(), err)
+			}
+		}
+		if won < 0 {
+			t.Fatalf("round %d: nobody could publish (%v, %v)", round, pubErr[0], pubErr[1])
+		}
+		// The loser stays fenced.
+		if err := nodes[1-won].w.Publish(ctx, &Record{Txid: 1 << 40}); !errors.Is(err, ErrFenced) {
+			t.Fatalf("round %d: second publish by the loser: %v", round, err)
+		}
+		winners = append(winners, nodes[won].w.ID())
+	}
+
+	t.Logf("winners: %v", winners)
+	// A reader's view of the whole log.
+	rep, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "reader.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	rows, err := rep.Publishes(1, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var epoch uint64
+	owner := ""
+	var lastOwners []string // owner of the last takeover before each winning publish
+	for i, r := range rows {
+		if r.Seq != uint64(i+1) {
+			t.Fatalf("record %d at position %d", r.Seq, i)
+		}
+		if r.Void {
+			t.Fatalf("record %d (%s by %s epoch %d) is void", r.Seq, r.Kind, r.Writer, r.Epoch)
+		}
+		if r.Epoch < epoch {
+			t.Fatalf("epoch goes down at seq %d: %d after %d", r.Seq, r.Epoch, epoch)
+		}
+		epoch = r.Epoch
+		if r.Kind == KindTakeover {
+			owner = r.Writer
+			continue
+		}
+		if r.Writer != owner {
+			t.Fatalf("seq %d: %s record by %s after %s's takeover", r.Seq, r.Kind, r.Writer, owner)
+		}
+		lastOwners = append(lastOwners, owner)
+	}
+	if fmt.Sprint(lastOwners) != fmt.Sprint(winners) {
+		t.Fatalf("publishes in the log by %v, winners per round %v", lastOwners, winners)
+	}
+}
+
+func TestFencingRace(t *testing.T) {
+	t.Run("fs", func(t *testing.T) { runFencing(t, fsStore(t), 12) })
+	t.Run("s3", func(t *testing.T) { runFencing(t, s3Store(t), 50) })
+}

@@ -1,0 +1,278 @@
+package manifest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/bopstore/bop/remote"
+	"github.com/cespare/xxhash/v2"
+	"github.com/ncruces/go-sqlite3"
+)
+
+// Remote catalog snapshots: manifest/<seq>.db is a plain SQLite file, the
+// catalog as of record seq with the local tables emptied. head records its
+// seq, size and xxhash64; OpenRemote verifies both before opening it.
+
+// MaybeSnapshot uploads a catalog snapshot if SnapshotEvery records or
+// SnapshotBytes bytes of log were written since the last one. It reports
+// whether it uploaded.
+func (w *Writer) MaybeSnapshot(ctx context.Context) (bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.writable(); err != nil {
+		return false, err
+	}
+	var since uint64
+	if w.head.Snapshot != nil {
+		since = w.head.Snapshot.Seq
+	}
+	n, bytes, err := w.cat.logSince(since)
+	if err != nil {
+		return false, err
+	}
+	if n < w.opts.SnapshotEvery && bytes < w.opts.SnapshotBytes {
+		return false, nil
+	}
+	return true, w.snapshotLocked(ctx)
+}
+
+// UploadSnapshot uploads a catalog snapshot now.
+func (w *Writer) UploadSnapshot(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.writable(); err != nil {
+		return err
+	}
+	return w.snapshotLocked(ctx)
+}
+
+func (w *Writer) writable() error {
+	if w.fenced != nil {
+		return w.fenced
+	}
+	if w.epoch == 0 {
+		return ErrNotWriter
+	}
+	return nil
+}
+
+func (w *Writer) snapshotLocked(ctx context.Context) error {
+	if err := w.settle(ctx); err != nil {
+		return err
+	}
+	tmp := w.cat.Path() + ".snapshot.tmp"
+	defer os.Remove(tmp)
+	seq, err := w.cat.writeSnapshot(tmp)
+	if err != nil {
+		return err
+	}
+	if w.head.Snapshot != nil && w.head.Snapshot.Seq >= seq {
+		return nil // nothing new since the last one
+	}
+	f, err := os.Open(tmp)
+	if err != nil {
+		return fmt.Errorf("manifest: snapshot: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("manifest: snapshot: %w", err)
+	}
+	key := w.layout.Snapshot(seq)
+	ref := SnapshotRef{Seq: seq}
+	res, err := w.store.Put(ctx, key, f, remote.PutOptions{IfNoneMatch: true, Size: st.Size()})
+	switch {
+	case err == nil:
+		ref.Size, ref.Hash = res.Size, Hash(res.XXH64)
+		if ref.Size != st.Size() {
+			return fmt.Errorf("manifest: put %s: stored %d bytes of %d", key, ref.Size, st.Size())
+		}
+	case errors.Is(err, remote.ErrPrecondition) || !errors.Is(err, context.Canceled):
+		// Already there (a lost response, or another writer at the same
+		// seq: any snapshot at seq is derived from the same log), or an
+		// unknown outcome: use what the store holds, if anything.
+		size, sum, herr := hashObject(ctx, w.store, key)
+		if herr != nil {
+			return fmt.Errorf("manifest: put %s: %w (reading it back: %v)", key, err, herr)
+		}
+		ref.Size, ref.Hash = size, Hash(sum)
+	default:
+		return fmt.Errorf("manifest: put %s: %w", key, err)
+	}
+	next := w.head
+	next.Snapshot = &ref
+	next.RenewedMs = w.opts.Now().UnixMilli()
+	if err := w.putOwnHead(ctx, next); err != nil {
+		return err
+	}
+	return w.cat.setSnapshotSeq(seq)
+}
+
+// hashObject streams an object and returns its size and xxhash64.
+func hashObject(ctx context.Context, store remote.Store, key string) (int64, uint64, error) {
+	rc, _, err := store.Get(ctx, key, 0, -1)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rc.Close()
+	d := xxhash.New()
+	n, err := io.Copy(d, rc)
+	if err != nil {
+		return 0, 0, err
+	}
+	return n, d.Sum64(), nil
+}
+
+// logSince counts records and log bytes after seq.
+func (c *Catalog) logSince(seq uint64) (int, int64, error) {
+	if err := c.lock(); err != nil {
+		return 0, 0, err
+	}
+	defer c.mu.Unlock()
+	var n int
+	var b int64
+	_, err := c.queryOne("SELECT count(*), coalesce(sum(log_size), 0) FROM publishes WHERE seq > ?", []any{seq},
+		func(st *sqlite3.Stmt) error { n, b = st.ColumnInt(0), st.ColumnInt64(1); return nil })
+	return n, b, err
+}
+
+func (c *Catalog) setSnapshotSeq(seq uint64) error {
+	if err := c.lock(); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	err := c.tx(func() error {
+		if err := c.exec("UPDATE meta SET snapshot_seq = ? WHERE id = 1", seq); err != nil {
+			return err
+		}
+		return c.logChange("snapshot", fmt.Sprintf("seq %d", seq))
+	})
+	if err == nil {
+		c.meta.snapshotSeq = seq
+	}
+	return err
+}
+
+// writeSnapshot writes the catalog as of its tip to path (VACUUM INTO),
+// with the local tables emptied, as one plain rollback-journal file. It
+// returns the tip seq.
+func (c *Catalog) writeSnapshot(path string) (uint64, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	if err := c.lock(); err != nil {
+		return 0, err
+	}
+	seq := c.meta.tipSeq
+	err := c.exec("VACUUM INTO ?", path)
+	c.mu.Unlock()
+	if err != nil {
+		return 0, fmt.Errorf("manifest: snapshot: %w", err)
+	}
+	conn, err := sqlite3.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("manifest: snapshot: %w", err)
+	}
+	defer conn.Close()
+	q := "PRAGMA journal_mode = DELETE; BEGIN;"
+	for _, t := range localTables {
+		q += "DELETE FROM " + t + ";"
+	}
+	q += fmt.Sprintf("UPDATE meta SET next_object_id = 1, snapshot_seq = %d; COMMIT; VACUUM;", seq)
+	if err := conn.Exec(q); err != nil {
+		return 0, fmt.Errorf("manifest: snapshot: clear local tables: %w", err)
+	}
+	return seq, nil
+}
+
+// OpenRemote builds a catalog at localPath (which must not exist) from the
+// store alone: GET head, GET the snapshot it names (size and hash
+// verified), then GET log records after it until 404. No LIST. The page
+// map is built from the directories inside the snapshot, so a cold open
+// fetches no object except the directories of deltas published after the
+// snapshot. opts.Layout is set to layout; opts.Directories defaults to
+// reading the objects from store.
+func OpenRemote(ctx context.Context, store remote.Store, layout remote.Layout, localPath string, opts Options) (_ *Catalog, err error) {
+	if _, err := os.Stat(localPath); !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("manifest: OpenRemote: %s already exists (stat: %v)", localPath, err)
+	}
+	head, _, err := GetHead(ctx, store, layout)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: OpenRemote %s: %w", layout.Root(), err)
+	}
+	opts.Layout, opts.PageSize, opts.ChunkPages = layout, head.PageSize, head.ChunkPages
+	if opts.Directories == nil {
+		opts.Directories = StoreDirectories{Store: store}
+	}
+	defer func() {
+		if err != nil {
+			for _, p := range []string{localPath, localPath + "-wal", localPath + "-shm", localPath + ".download"} {
+				os.Remove(p)
+			}
+		}
+	}()
+	if s := head.Snapshot; s != nil {
+		if err := download(ctx, store, layout.Snapshot(s.Seq), localPath, s); err != nil {
+			return nil, err
+		}
+	}
+	cat, err := Open(localPath, opts)
+	if err != nil {
+		return nil, err
+	}
+	if s := head.Snapshot; s != nil && cat.Tip().Seq != s.Seq {
+		cat.Close()
+		return nil, corruptf(layout.Snapshot(s.Seq), "snapshot holds records up to seq %d, head says %d", cat.Tip().Seq, s.Seq)
+	}
+	if _, err := cat.Refresh(ctx, store); err != nil {
+		cat.Close()
+		return nil, err
+	}
+	if tip := cat.Tip(); tip.Seq < head.Seq {
+		cat.Close()
+		return nil, fmt.Errorf("%w: %s: the log ends at seq %d but head says %d", ErrCorrupt, layout.Root(), tip.Seq, head.Seq)
+	}
+	return cat, nil
+}
+
+// download streams key to path, checking size and hash against ref.
+func download(ctx context.Context, store remote.Store, key, path string, ref *SnapshotRef) error {
+	tmp := path + ".download"
+	rc, _, err := store.Get(ctx, key, 0, -1)
+	if err != nil {
+		return fmt.Errorf("manifest: get %s: %w", key, err)
+	}
+	defer rc.Close()
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	defer os.Remove(tmp)
+	d := xxhash.New()
+	// Read at most one byte more than expected: a longer object is
+	// corrupt, and memory stays bounded either way.
+	n, err := io.Copy(io.MultiWriter(f, d), io.LimitReader(rc, ref.Size+1))
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("manifest: get %s: %w", key, err)
+	}
+	if n != ref.Size {
+		f.Close()
+		return corruptf(key, "snapshot is %d bytes, head says %d", n, ref.Size)
+	}
+	if got := Hash(d.Sum64()); got != ref.Hash {
+		f.Close()
+		return corruptf(key, "snapshot hash %s, head says %s", got, ref.Hash)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,579 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	mrand "math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bopstore/bop/remote"
+	"github.com/bopstore/bop/remote/fault"
+)
+
+// OpenRemote on an empty folder reproduces the writer's catalog exactly:
+// every table derived from the log, and the page map (newest and older
+// boundaries), with a snapshot in the middle of the history and records
+// after it.
+func TestOpenRemoteReproducesCatalog(t *testing.T) {
+	stores(t, func(t *testing.T, store remote.Store) {
+		ctx := context.Background()
+		n := newNode(t, store, "writer-a", 4, WriterOptions{SnapshotEvery: 5})
+		if _, err := n.w.Takeover(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		rng := mrand.New(mrand.NewPCG(7, 7))
+		snapshots := 0
+		for i := range 13 {
+			if err := n.w.Publish(ctx, n.randomPublish(rng, 40)); err != nil {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+			did, err := n.w.MaybeSnapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if did {
+				snapshots++
+			}
+		}
+		if snapshots < 2 {
+			t.Fatalf("%d snapshots in 13 publishes with SnapshotEvery 5", snapshots)
+		}
+		head, _, err := GetHead(ctx, store, testLayout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head.Snapshot == nil || head.Snapshot.Seq >= n.cat.Tip().Seq {
+			t.Fatalf("head %+v: want a snapshot before the tip %d", head.Snapshot, n.cat.Tip().Seq)
+		}
+		path := filepath.Join(t.TempDir(), "replica.db")
+		// Count the GETs of a cold open: head, snapshot, the log after it,
+		// and directories of deltas after the snapshot only.
+		meter := fault.New(store, fault.Config{})
+		rep, err := OpenRemote(ctx, meter, testLayout, path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rep.Close()
+		if got, want := dumpState(t, rep), dumpState(t, n.cat); got != want {
+			t.Fatalf("OpenRemote state differs:\n--- replica\n%s\n--- writer\n%s", got, want)
+		}
+		sameMaps(t, "newest", rep.Snapshot(), n.cat.Snapshot(), 50)
+		for txid := uint64(0); txid <= n.cat.Tip().Txid; txid++ {
+			a, err := rep.SnapshotAt(txid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := n.cat.SnapshotAt(txid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameMaps(t, "at txid", a, b, 50)
+		}
+		after := n.cat.Tip().Seq - head.Snapshot.Seq
+		if lists := meter.Stats().Op(fault.OpList).Requests; lists != 0 {
+			t.Fatalf("OpenRemote listed %d times", lists)
+		}
+		// head + snapshot + records after it + the 404 + at most two
+		// ranged reads per object published after the snapshot.
+		if gets := meter.Stats().Op(fault.OpGet).Requests; gets > int64(3+after+4*after) {
+			t.Fatalf("OpenRemote made %d GETs for %d records after the snapshot", gets, after)
+		}
+
+		// A follower keeps up with Refresh.
+		for range 3 {
+			if err := n.w.Publish(ctx, n.randomPublish(rng, 40)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if k, err := rep.Refresh(ctx, store); err != nil || k != 3 {
+			t.Fatalf("Refresh applied %d: %v", k, err)
+		}
+		if got, want := dumpState(t, rep), dumpState(t, n.cat); got != want {
+			t.Fatalf("state after Refresh differs:\n--- replica\n%s\n--- writer\n%s", got, want)
+		}
+		sameMaps(t, "after refresh", rep.Snapshot(), n.cat.Snapshot(), 50)
+	})
+}
+
+// A writer whose log PUT landed but whose response was lost retries, gets
+// 412, reads the record back, finds its own bytes: success.
+func TestLostResponseIsOwnSuccess(t *testing.T) {
+	ctx := context.Background()
+	fs := fsStore(t)
+	st := fault.New(fs, fault.Config{})
+	n := newNode(t, st, "writer-a", 4, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	rec := n.randomPublish(rng, 20)
+	seq := n.cat.Tip().Seq + 1
+	key := testLayout.Log(seq)
+	if err := st.Inject(fault.Fault{Kind: fault.LoseResponse, Op: fault.OpPut, Prefix: key}); err != nil {
+		t.Fatal(err)
+	}
+	st.Reset()
+	if err := n.w.Publish(ctx, rec); err != nil {
+		t.Fatalf("publish with a lost response: %v", err)
+	}
+	stats := st.Stats().Op(fault.OpPut)
+	if stats.Requests < 2 {
+		t.Fatalf("%d puts: the lost response was not retried", stats.Requests)
+	}
+	if tip := n.cat.Tip(); tip.Seq != seq || tip.Txid != rec.Txid {
+		t.Fatalf("tip %+v after publish of seq %d", tip, seq)
+	}
+	// The writer is not fenced and continues.
+	if err := n.w.Publish(ctx, n.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+	// And the record really is in the store once.
+	got, _, err := getRecord(ctx, fs, testLayout, seq)
+	if err != nil || got.Writer != "writer-a" || got.Txid != rec.Txid {
+		t.Fatalf("record %d: %+v %v", seq, got, err)
+	}
+
+	// A lost response on the head bump of a takeover is resolved too.
+	if err := st.Inject(fault.Fault{Kind: fault.LoseResponse, Op: fault.OpPut, Prefix: testLayout.Head()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatalf("takeover with a lost head response: %v", err)
+	}
+	if err := n.w.Publish(ctx, n.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An unknown outcome that cannot be read back is settled before the next
+// record: the writer never skips or duplicates a seq.
+func TestPendingRecordSettled(t *testing.T) {
+	ctx := context.Background()
+	st := fault.New(fsStore(t), fault.Config{})
+	n := newNode(t, st, "writer-a", 4, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	rec := n.randomPublish(rng, 20)
+	seq := n.cat.Tip().Seq + 1
+	key := testLayout.Log(seq)
+	// The put lands but every answer is lost, and the read-back fails.
+	st.Inject(fault.Fault{Kind: fault.LoseResponse, Op: fault.OpPut, Prefix: key, Sticky: true})
+	st.Inject(fault.Fault{Kind: fault.Fail, Op: fault.OpGet, Prefix: key})
+	err := n.w.Publish(ctx, rec)
+	if err == nil || !strings.Contains(err.Error(), "outcome unknown") {
+		t.Fatalf("publish: %v, want outcome unknown", err)
+	}
+	if n.cat.Tip().Seq != seq-1 {
+		t.Fatalf("catalog applied an unsettled record")
+	}
+	st.ClearFaults()
+	// The next publish settles seq first (it landed), then goes to seq+1.
+	next := n.randomPublish(rng, 20)
+	next.Txid = rec.Txid + 1
+	if err := n.w.Publish(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if tip := n.cat.Tip(); tip.Seq != seq+1 {
+		t.Fatalf("tip %d, want %d", tip.Seq, seq+1)
+	}
+}
+
+// A store that ignores conditional writes is refused by the probe, and so
+// by Takeover.
+func TestProbeRefusesStoreIgnoringConditions(t *testing.T) {
+	ctx := context.Background()
+	st := fault.New(fsStore(t), fault.Config{IgnoreConditions: true})
+	n := newNode(t, st, "writer-a", 4, WriterOptions{})
+	if err := n.w.Probe(ctx); !errors.Is(err, ErrUnsafeStore) {
+		t.Fatalf("probe: %v, want ErrUnsafeStore", err)
+	}
+	if _, err := n.w.Takeover(ctx, true); !errors.Is(err, ErrUnsafeStore) {
+		t.Fatalf("takeover: %v, want ErrUnsafeStore", err)
+	}
+	if _, _, err := GetHead(ctx, st, testLayout); !errors.Is(err, remote.ErrNotFound) {
+		t.Fatalf("head after a refused takeover: %v", err)
+	}
+	st.SetIgnoreConditions(false)
+	if err := n.w.Probe(ctx); err != nil {
+		t.Fatalf("probe of the honest store: %v", err)
+	}
+}
+
+// Ownership: a live writer's database is ErrOwnedElsewhere to a
+// non-forced taker; a forced takeover fences the old writer; a release
+// hands off without waiting for the lease.
+func TestOwnershipAndRelease(t *testing.T) {
+	ctx := context.Background()
+	store := fsStore(t)
+	now := time.Unix(1700000000, 0)
+	clock := func() time.Time { return now }
+	a := newNode(t, store, "writer-a", 4, WriterOptions{LeaseTTL: time.Minute, Now: clock})
+	b := newNode(t, store, "writer-b", 4, WriterOptions{LeaseTTL: time.Minute, Now: clock})
+	rng := mrand.New(mrand.NewPCG(5, 6))
+	if _, err := a.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.w.Publish(ctx, a.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.w.Takeover(ctx, false)
+	if !errors.Is(err, ErrOwnedElsewhere) || !strings.Contains(err.Error(), "writer-a") {
+		t.Fatalf("takeover of a live database: %v, want ErrOwnedElsewhere naming writer-a", err)
+	}
+	// Renewals keep it owned; silence past the TTL frees it.
+	now = now.Add(50 * time.Second)
+	if err := a.w.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(50 * time.Second)
+	if _, err := b.w.Takeover(ctx, false); !errors.Is(err, ErrOwnedElsewhere) {
+		t.Fatalf("takeover after a renewal: %v", err)
+	}
+	now = now.Add(2 * time.Minute)
+	info, err := b.w.Takeover(ctx, false)
+	if err != nil {
+		t.Fatalf("takeover after the lease expired: %v", err)
+	}
+	if info.Txid != a.cat.Tip().Txid || info.DBPages != a.cat.Tip().DBPages {
+		t.Fatalf("T_seed %+v does not continue from the last record %+v", info, a.cat.Tip())
+	}
+	if info.Foreign != 2 {
+		t.Fatalf("takeover found %d foreign records, want 2 (a's takeover and publish)", info.Foreign)
+	}
+	if err := a.w.CheckStillWriter(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("CheckStillWriter of the taken-over writer: %v", err)
+	}
+	if err := b.w.CheckStillWriter(ctx); err != nil {
+		t.Fatalf("CheckStillWriter of the new writer: %v", err)
+	}
+	// a is fenced: its next publish writes nothing and says so.
+	before := b.cat.Tip()
+	if err := a.w.Publish(ctx, a.randomPublish(rng, 20)); !errors.Is(err, ErrFenced) {
+		t.Fatalf("publish by the old writer: %v, want ErrFenced", err)
+	}
+	if err := a.w.Renew(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("renew by the old writer: %v, want ErrFenced", err)
+	}
+	if _, err := b.cat.Refresh(ctx, store); err != nil {
+		t.Fatal(err)
+	}
+	if b.cat.Tip() != before {
+		t.Fatalf("the fenced writer's publish reached the log")
+	}
+	// b publishes, then releases: a may take over at once, no TTL wait.
+	if err := b.w.Publish(ctx, b.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.w.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.w.Publish(ctx, b.randomPublish(rng, 20)); !errors.Is(err, ErrNotWriter) {
+		t.Fatalf("publish after release: %v", err)
+	}
+	if _, err := a.w.Takeover(ctx, false); err != nil {
+		t.Fatalf("takeover after a release: %v", err)
+	}
+	if err := a.w.Publish(ctx, a.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := a.cat.Publishes(1, 100)
+	kinds := ""
+	for _, r := range rows {
+		kinds += r.Kind[:1]
+	}
+	if kinds != "tptprtp" {
+		t.Fatalf("record kinds %q", kinds)
+	}
+}
+
+// A publish whose boundary goes backwards (or stays with new objects) is
+// refused before anything is written, locally or remotely.
+func TestPublishBoundaryBackwards(t *testing.T) {
+	ctx := context.Background()
+	store := fsStore(t)
+	n := newNode(t, store, "writer-a", 4, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(8, 9))
+	if err := n.w.Publish(ctx, n.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+	tip := n.cat.Tip()
+	state := dumpState(t, n.cat)
+	for _, c := range []struct {
+		name string
+		edit func(r *Record)
+	}{
+		{"backwards", func(r *Record) { r.Txid = tip.Txid - 1; r.Added[0].MaxTxid = r.Txid; r.Added[0].MinTxid = r.Txid }},
+		{"equal with objects", func(r *Record) { r.Txid = tip.Txid }},
+		{"object newer than the boundary", func(r *Record) { r.Added[0].MaxTxid = r.Txid + 1 }},
+		{"retire a dead reference", func(r *Record) { r.Retired = []ObjectRetired{{ID: 999, Chunks: []uint32{0}}} }},
+	} {
+		rec := n.randomPublish(rng, 20)
+		c.edit(rec)
+		err := n.w.Publish(ctx, rec)
+		if !errors.Is(err, ErrBadRecord) {
+			t.Fatalf("%s: %v, want ErrBadRecord", c.name, err)
+		}
+		if _, _, err := getRecord(ctx, store, testLayout, tip.Seq+1); !errors.Is(err, remote.ErrNotFound) {
+			t.Fatalf("%s: log/%d exists after a refused publish: %v", c.name, tip.Seq+1, err)
+		}
+		if n.cat.Tip() != tip || dumpState(t, n.cat) != state {
+			t.Fatalf("%s: the catalog changed", c.name)
+		}
+	}
+	// The writer is still fine.
+	if err := n.w.Publish(ctx, n.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Corrupted or truncated remote objects give ErrCorrupt naming the key.
+func TestCorruptRemoteObjects(t *testing.T) {
+	ctx := context.Background()
+	store := fsStore(t)
+	n := newNode(t, store, "writer-a", 4, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(10, 11))
+	for range 3 {
+		if err := n.w.Publish(ctx, n.randomPublish(rng, 20)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.w.UploadSnapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.w.Publish(ctx, n.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := PutPin(ctx, store, testLayout, Pin{ID: "replica-1", Boundary: 2, Owner: "node-2"}); err != nil {
+		t.Fatal(err)
+	}
+	head, _, err := GetHead(ctx, store, testLayout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinKey, _ := testLayout.Pin("replica-1")
+	lastLog := testLayout.Log(n.cat.Tip().Seq)
+	read := func(key string) []byte {
+		rc, _, err := store.Get(ctx, key, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		var b bytes.Buffer
+		b.ReadFrom(rc)
+		return b.Bytes()
+	}
+	write := func(key string, data []byte) {
+		if _, err := store.Put(ctx, key, bytes.NewReader(data), remote.PutOptions{Size: int64(len(data))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damages := map[string]func([]byte) []byte{
+		"bit flip": func(b []byte) []byte {
+			b = bytes.Clone(b)
+			b[len(b)*2/3] ^= 0x04
+			return b
+		},
+		"truncated": func(b []byte) []byte { return b[:len(b)/2] },
+	}
+	checks := []struct {
+		key   string
+		check func() error
+	}{
+		{lastLog, func() error {
+			_, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+			return err
+		}},
+		{testLayout.Head(), func() error { _, _, err := GetHead(ctx, store, testLayout); return err }},
+		{testLayout.Snapshot(head.Snapshot.Seq), func() error {
+			_, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+			return err
+		}},
+		{pinKey, func() error { _, err := GetPin(ctx, store, testLayout, "replica-1"); return err }},
+		{pinKey, func() error { _, err := ListPins(ctx, store, testLayout); return err }},
+	}
+	for _, c := range checks {
+		orig := read(c.key)
+		for name, damage := range damages {
+			bad := damage(orig)
+			if bytes.Equal(bad, orig) {
+				t.Fatalf("%s of %s changed nothing", name, c.key)
+			}
+			write(c.key, bad)
+			err := c.check()
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.key) {
+				t.Errorf("%s of %s: %v, want ErrCorrupt naming the key", name, c.key, err)
+			}
+		}
+		write(c.key, orig)
+		if err := c.check(); err != nil {
+			t.Fatalf("%s restored: %v", c.key, err)
+		}
+	}
+}
+
+// A record whose epoch is below the nearest takeover before it is void:
+// taken as a seq, never applied.
+func TestVoidRecord(t *testing.T) {
+	ctx := context.Background()
+	store := fsStore(t)
+	a := newNode(t, store, "writer-a", 4, WriterOptions{})
+	if _, err := a.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(12, 13))
+	if err := a.w.Publish(ctx, a.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+	b := newNode(t, store, "writer-b", 4, WriterOptions{})
+	if _, err := b.w.Takeover(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	// A broken store let writer a (epoch 1) write after b's takeover
+	// (epoch 2): forge that record directly in the store.
+	rec := a.randomPublish(rng, 20)
+	tip := b.cat.Tip()
+	rec.Format, rec.Seq, rec.Kind, rec.Epoch, rec.Writer = RecordFormat, tip.Seq+1, KindPublish, 1, "writer-a"
+	rec.Parent = Parent{Seq: tip.Seq - 1, Txid: tip.Txid}
+	rec.PageSize, rec.ChunkPages = tip.PageSize, tip.ChunkPages
+	raw, _ := EncodeRecord(rec)
+	if _, err := store.Put(ctx, testLayout.Log(rec.Seq), bytes.NewReader(raw), remote.PutOptions{IfNoneMatch: true, Size: int64(len(raw))}); err != nil {
+		t.Fatal(err)
+	}
+	before := b.cat.Snapshot()
+	// A reader applies it as void: its seq is taken, its objects are not.
+	rep, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "r.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	rows, _ := rep.Publishes(rec.Seq, 1)
+	if len(rows) != 1 || !rows[0].Void {
+		t.Fatalf("record %d: %+v, want void", rec.Seq, rows)
+	}
+	sameMaps(t, "void", rep.Snapshot(), before, 30)
+	if _, err := rep.Object(rec.Added[0].ID); err == nil {
+		t.Fatalf("the void record's object is in the catalog")
+	}
+}
+
+func TestRemotePins(t *testing.T) {
+	stores(t, func(t *testing.T, store remote.Store) {
+		ctx := context.Background()
+		now := time.Now()
+		for _, p := range []Pin{
+			{ID: "replica-1", Boundary: 10, Owner: "node-1", ExpiresMs: now.Add(time.Hour).UnixMilli()},
+			{ID: "fork-x", Boundary: 4, Owner: "node-2", Reason: "fork"},
+		} {
+			if err := PutPin(ctx, store, testLayout, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, err := GetPin(ctx, store, testLayout, "replica-1")
+		if err != nil || p.Boundary != 10 || p.Owner != "node-1" || p.Expired(now) || !p.Expired(now.Add(2*time.Hour)) {
+			t.Fatalf("pin %+v %v", p, err)
+		}
+		pins, err := ListPins(ctx, store, testLayout)
+		if err != nil || len(pins) != 2 || pins[0].ID != "fork-x" || pins[0].Expired(now.Add(1000*time.Hour)) {
+			t.Fatalf("pins %+v %v", pins, err)
+		}
+		if err := DeletePin(ctx, store, testLayout, "fork-x"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := GetPin(ctx, store, testLayout, "fork-x"); !errors.Is(err, remote.ErrNotFound) {
+			t.Fatalf("deleted pin: %v", err)
+		}
+		if err := PutPin(ctx, store, testLayout, Pin{ID: "Bad/Id", Owner: "x"}); err == nil {
+			t.Fatal("pin with an invalid id accepted")
+		}
+	})
+}
+
+// A follower reads each delta's directory once, with at most two ranged
+// GETs of the object's header and directory, never the frames (seed
+// review: a delta downloaded twice per lookup, a whole chunk fetched for
+// one page).
+func TestFollowerReadsDirectoriesOnly(t *testing.T) {
+	ctx := context.Background()
+	store := fsStore(t)
+	n := newNode(t, store, "writer-a", 256, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	var objBytes int64
+	for i := range 3 {
+		tip := n.cat.Tip()
+		var pgnos []uint32
+		for p := uint32(1); p <= 200; p++ {
+			pgnos = append(pgnos, p*3+uint32(i))
+		}
+		o := n.object(ObjectDelta, tip.Txid+1, tip.Txid+1, pgnos)
+		objBytes += o.Size
+		if err := n.w.Publish(ctx, &Record{Txid: tip.Txid + 1, DBPages: 1000, Added: []ObjectAdded{o}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	meter := fault.New(store, fault.Config{})
+	rep, err := OpenRemote(ctx, meter, testLayout, filepath.Join(t.TempDir(), "r.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	sameMaps(t, "follower", rep.Snapshot(), n.cat.Snapshot(), 1000)
+	st := meter.Stats().Op(fault.OpGet)
+	// head + 4 log records + the 404 + at most 2 per object.
+	if st.Requests > 6+2*3 {
+		t.Fatalf("%d GETs", st.Requests)
+	}
+	if st.BytesOut > objBytes/4 {
+		t.Fatalf("read %d bytes for objects of %d bytes in all: frames were fetched", st.BytesOut, objBytes)
+	}
+}
+
+// The log record is the commit point: if the catalog then fails to apply
+// it, the publish reports so, and the next publish first applies it from
+// the log (never re-using its seq).
+func TestCatalogCatchesUpAfterFailedApply(t *testing.T) {
+	ctx := context.Background()
+	store := fsStore(t)
+	n := newNode(t, store, "writer-a", 4, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(21, 22))
+	rec := n.randomPublish(rng, 20)
+	seq := n.cat.Tip().Seq + 1
+	n.cat.applyHook = func(stage string) error {
+		if stage == "apply" {
+			return errors.New("disk full")
+		}
+		return nil
+	}
+	err := n.w.Publish(ctx, rec)
+	if err == nil || !strings.Contains(err.Error(), "was published but the local catalog did not apply it") {
+		t.Fatalf("publish with a failing catalog: %v", err)
+	}
+	n.cat.applyHook = nil
+	if got, _, err := getRecord(ctx, store, testLayout, seq); err != nil || got.Txid != rec.Txid {
+		t.Fatalf("log/%d: %v", seq, err)
+	}
+	next := n.randomPublish(rng, 20)
+	next.Txid = rec.Txid + 1
+	if err := n.w.Publish(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if tip := n.cat.Tip(); tip.Seq != seq+1 || tip.Txid != next.Txid {
+		t.Fatalf("tip %+v, want seq %d txid %d", tip, seq+1, next.Txid)
+	}
+}
