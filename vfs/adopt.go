@@ -1,0 +1,132 @@
+package vfs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/bopstore/bop/wal"
+)
+
+// Adoption: the first open of an existing, non-empty database that has no
+// bop state records the whole file as the spool's first transaction (an
+// image record, txid 1), so that nothing of it can be lost or published as
+// zeros; the committed frames of an existing WAL are captured after it
+// (wal.CaptureOptions.Adopt). The publisher later uploads the image as base
+// objects.
+
+// sqliteHeader is the magic string every SQLite database file starts with.
+const sqliteHeader = "SQLite format 3\x00"
+
+// journalMagic starts the header of a rollback journal that is hot (its
+// transaction was never finished).
+var journalMagic = []byte{0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7}
+
+// checkAdoptable validates a file before adoption and returns its page
+// size: an SQLite header, a whole number of pages, no unfinished rollback
+// transaction.
+func checkAdoptable(path string, size int64) (uint32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var hdr [100]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, fmt.Errorf("%s is not an SQLite database (only %d bytes)", path, size)
+		}
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	ps, err := headerPageSize(hdr[:])
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v", path, err)
+	}
+	if size%int64(ps) != 0 {
+		return 0, fmt.Errorf("%s is %d bytes, not a whole number of %d-byte pages: it is damaged or truncated", path, size, ps)
+	}
+	if size/int64(ps) > 1<<32-2 {
+		return 0, fmt.Errorf("%s has more pages than SQLite allows", path)
+	}
+	j, err := os.Open(path + "-journal")
+	if err == nil {
+		var jh [8]byte
+		n, _ := io.ReadFull(j, jh[:])
+		j.Close()
+		if n == len(jh) && bytes.Equal(jh[:], journalMagic) {
+			return 0, fmt.Errorf("%s-journal holds an unfinished transaction: open the database once with sqlite3 (which rolls it back), then open it with bop", path)
+		}
+	}
+	return ps, nil
+}
+
+// headerPageSize reads the page size from a database header.
+func headerPageSize(hdr []byte) (uint32, error) {
+	if len(hdr) < 100 || string(hdr[:16]) != sqliteHeader {
+		return 0, errors.New("not an SQLite database (bad header)")
+	}
+	ps := uint32(hdr[16])<<8 | uint32(hdr[17])
+	if ps == 1 {
+		ps = 65536
+	}
+	if ps < 512 || ps > 65536 || ps&(ps-1) != 0 {
+		return 0, fmt.Errorf("header says page size %d", ps)
+	}
+	return ps, nil
+}
+
+// recordImage appends the whole file at path to the spool as one image
+// record, makes it durable and confirmed, and returns its txid. Memory is
+// bounded by one read buffer.
+func recordImage(sp *wal.Spool, path string, ps uint32) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	// The file must be durable before the spool says it holds it.
+	if err := f.Sync(); err != nil {
+		return 0, fmt.Errorf("fsync %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	n := uint32(fi.Size() / int64(ps))
+	a, err := sp.Begin(wal.RecordHeader{Kind: wal.KindImage, PageSize: ps, DBPages: n, NPages: n})
+	if err != nil {
+		return 0, fmt.Errorf("adopt %s: %w", path, err)
+	}
+	per := max(1, uint32((1<<20)/ps))
+	buf := make([]byte, per*ps)
+	pgnos := make([]uint32, 0, per)
+	for p := uint32(1); p <= n; p += per {
+		k := min(per, n-p+1)
+		b := buf[:k*ps]
+		if _, err := f.ReadAt(b, int64(p-1)*int64(ps)); err != nil {
+			a.Abort()
+			return 0, fmt.Errorf("adopt %s: read pages %d..%d: %w", path, p, p+k-1, err)
+		}
+		pgnos = pgnos[:0]
+		for i := uint32(0); i < k; i++ {
+			pgnos = append(pgnos, p+i)
+		}
+		if err := a.AddRun(pgnos, b); err != nil {
+			a.Abort()
+			return 0, fmt.Errorf("adopt %s: %w", path, err)
+		}
+	}
+	txid, err := a.Commit()
+	if err != nil {
+		return 0, fmt.Errorf("adopt %s: %w", path, err)
+	}
+	if err := sp.Sync(); err != nil {
+		return 0, err
+	}
+	if err := sp.SetConfirmed(txid); err != nil {
+		return 0, err
+	}
+	return txid, nil
+}

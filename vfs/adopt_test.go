@@ -1,0 +1,230 @@
+package vfs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bopstore/bop/internal/testutil"
+	"github.com/bopstore/bop/manifest"
+	"github.com/bopstore/bop/remote"
+	"github.com/bopstore/bop/remote/fsstore"
+	"github.com/bopstore/bop/wal"
+)
+
+// plainDatabase builds a database of about mb MiB with stock SQLite (the
+// default VFS), in WAL mode, checkpointed and closed: a single file.
+func plainDatabase(t *testing.T, path string, mb int) {
+	t.Helper()
+	db := openDB(t, nil, path, "journal_mode(wal)")
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, k INT, v BLOB)")
+	mustExec(t, db, "CREATE INDEX t_k ON t(k)")
+	rows := mb * 1024 / 2 // ~2 KiB per row with the index
+	for done := 0; done < rows; done += 5000 {
+		mustExec(t, db, "INSERT INTO t(k, v) SELECT abs(random()) % 1000, randomblob(1900) FROM generate_series(1, ?)", min(5000, rows-done))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + "-wal"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("plain close left a WAL: %v", err)
+	}
+}
+
+// checkAdopted verifies that the spool's first record is the whole
+// original file: an image record of every page, replaying to its bytes.
+func checkAdopted(t *testing.T, v *VFS, path, original string) {
+	t.Helper()
+	d := stateOf(t, v, path)
+	h, err := d.spool.Header(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(original)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := uint32(fi.Size() / int64(h.PageSize))
+	if h.Kind != wal.KindImage || h.DBPages != pages || h.NPages != pages {
+		t.Fatalf("first record %+v, want an image of all %d pages", h, pages)
+	}
+	out := filepath.Join(t.TempDir(), "image.db")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rec, err := range d.spool.Records(1, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		for pg, err := range rec.Pages() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt(pg.Data, int64(pg.Pgno-1)*int64(rec.PageSize))
+		}
+	}
+	f.Close()
+	if err := sameFiles(original, out); err != nil {
+		t.Fatalf("the image record is not the adopted file: %v", err)
+	}
+	if d.meta.Origin != originAdopted {
+		t.Fatalf("origin %q", d.meta.Origin)
+	}
+}
+
+func adoptTest(t *testing.T, mb int) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "adopt.db")
+	plainDatabase(t, path, mb)
+	original := filepath.Join(dir, "original.db")
+	copyFile(t, path, original)
+	rows := queryInt(t, openDB(t, nil, original), "SELECT count(*) FROM t")
+
+	v := newVFS(t, Config{})
+	db := openDB(t, v, path)
+	if n := queryInt(t, db, "SELECT count(*) FROM t"); n != rows {
+		t.Fatalf("%d rows after adoption, want %d", n, rows)
+	}
+	checkAdopted(t, v, path, original)
+	mustExec(t, db, "UPDATE t SET k = k + 1 WHERE id % 7 = 0")
+	mustExec(t, db, "INSERT INTO t(k, v) VALUES (1, 'after adoption')")
+	integrityOK(t, db)
+	checkReplay(t, v, path, db)
+
+	// The next open is not an adoption: the state is there.
+	db.Close()
+	v2 := newVFS(t, Config{})
+	db2 := openDB(t, v2, path)
+	if n := queryInt(t, db2, "SELECT count(*) FROM t"); n != rows+1 {
+		t.Fatalf("%d rows after reopen", n)
+	}
+	checkAdopted(t, v2, path, original)
+	checkReplay(t, v2, path, db2)
+}
+
+func TestAdoptExistingDatabase(t *testing.T) { adoptTest(t, 2) }
+
+func TestHeavyAdopt100MB(t *testing.T) {
+	testutil.Heavy(t)
+	adoptTest(t, 100)
+}
+
+// An existing database with committed transactions still in its WAL (as a
+// crash of a stock SQLite process leaves it): the image is the main file,
+// the WAL's transactions follow it.
+func TestAdoptWithExistingWAL(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "live.db")
+	db := openDB(t, nil, live, "journal_mode(wal)", "wal_autocheckpoint(0)")
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+	mustExec(t, db, "INSERT INTO t(v) SELECT 'checkpointed' FROM generate_series(1, 200)")
+	checkpointTruncate(t, db)
+	for i := 0; i < 20; i++ {
+		mustExec(t, db, "INSERT INTO t(v) VALUES ('in the wal')")
+	}
+	// Copy the files while the writer holds them: a crash image.
+	path := filepath.Join(dir, "adopt.db")
+	copyFile(t, live, path)
+	copyFile(t, live+"-wal", path+"-wal")
+	db.Close()
+
+	v := newVFS(t, Config{})
+	bop := openDB(t, v, path)
+	if n := queryInt(t, bop, "SELECT count(*) FROM t WHERE v = 'in the wal'"); n != 20 {
+		t.Fatalf("%d rows from the adopted WAL, want 20", n)
+	}
+	d := stateOf(t, v, path)
+	if st := d.capture.Stats(); st.Reconciled != 20 {
+		t.Fatalf("reconciliation captured %d transactions of the WAL, want 20", st.Reconciled)
+	}
+	if h, _ := d.spool.Header(1); h.Kind != wal.KindImage {
+		t.Fatalf("first record %s", h.Kind)
+	}
+	checkReplay(t, v, path, bop)
+}
+
+func TestAdoptRefusals(t *testing.T) {
+	t.Run("not sqlite", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "junk.db")
+		os.WriteFile(path, []byte(strings.Repeat("not a database ", 1000)), 0o644)
+		err := openErr(t, path)
+		if !errContains(err, "not an SQLite database") {
+			t.Fatalf("%v", err)
+		}
+		if _, err := os.Stat(filepath.Join(path+"-bop", metaFileName)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatal("a refused adoption left meta.json behind")
+		}
+	})
+	t.Run("hot journal", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "hot.db")
+		plainDatabase(t, path, 1)
+		j := append(append([]byte{}, journalMagic...), make([]byte, 512)...)
+		os.WriteFile(path+"-journal", j, 0o644)
+		if err := openErr(t, path); !errContains(err, "unfinished transaction") {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("partial page", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "cut.db")
+		plainDatabase(t, path, 1)
+		f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		f.Write([]byte("tail"))
+		f.Close()
+		if err := openErr(t, path); !errContains(err, "not a whole number") {
+			t.Fatalf("%v", err)
+		}
+	})
+}
+
+// remoteWithDatabase creates a store holding database layout (a takeover
+// record and head), as another node would have left it.
+func remoteWithDatabase(t *testing.T, storeDir string, layout remote.Layout) {
+	t.Helper()
+	store, err := fsstore.New(storeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	cat, err := manifest.Open(filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{Layout: layout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	w, err := manifest.NewWriter(store, layout, cat, "other-node", manifest.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Takeover(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFirstOpenRefusedWhenRemoteHasDatabase(t *testing.T) {
+	storeDir := t.TempDir()
+	remoteWithDatabase(t, storeDir, remote.Layout{Tenant: "default", DB: "shared.db"})
+	cfg := Config{Remote: "file://" + storeDir}
+
+	// Adoption of an existing file.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "shared.db")
+	plainDatabase(t, path, 1)
+	v := newVFS(t, cfg)
+	db := openDB(t, v, path)
+	if _, err := db.Exec("SELECT 1"); !errors.Is(err, ErrRemoteHasDatabase) {
+		t.Fatalf("adoption: %v, want ErrRemoteHasDatabase", err)
+	}
+	// A new, empty database of the same name.
+	db2 := openDB(t, v, filepath.Join(t.TempDir(), "shared.db"))
+	if _, err := db2.Exec("SELECT 1"); !errors.Is(err, ErrRemoteHasDatabase) {
+		t.Fatalf("new database: %v, want ErrRemoteHasDatabase", err)
+	}
+	// Another name is fine.
+	db3 := openDB(t, v, filepath.Join(t.TempDir(), "other.db"))
+	mustExec(t, db3, "CREATE TABLE t(a)")
+}

@@ -1,0 +1,111 @@
+package vfs
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRegisterValidation(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"", Config{}, "reserved"},
+		{"os", Config{}, "reserved"},
+		{"bopbad1", Config{Remote: "ftp://x/y"}, "unsupported scheme"},
+		{"bopbad2", Config{Remote: "file://relative"}, "Config.Remote"},
+		{"bopbad3", Config{Tenant: "Bad Tenant"}, "Config.Tenant"},
+		{"bopbad4", Config{Name: "UPPER.db"}, "Config.Name"},
+		{"bopbad5", Config{CacheBytes: -1}, "negative"},
+		{"bopbad6", Config{CheckpointInterval: -1}, "negative"},
+		{"bopbad7", Config{S3AccessKey: "a"}, "together"},
+		{"bopbad8", Config{Durability: 7}, "want Async or Sync"},
+		{"bopbad9", Config{MaxLag: -1}, "negative"},
+	} {
+		v, err := Register(c.name, c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			if v != nil {
+				v.Close()
+			}
+			t.Fatalf("Register(%q, %+v): %v, want %q", c.name, c.cfg, err, c.want)
+		}
+	}
+	v := newVFS(t, Config{})
+	if _, err := Register(v.Name(), Config{}); err == nil || !strings.Contains(err.Error(), "already registered") {
+		t.Fatalf("duplicate name: %v", err)
+	}
+}
+
+func TestDatabaseNames(t *testing.T) {
+	v := newVFS(t, Config{})
+	dir := t.TempDir()
+	// A file name that is not a store name: a clear error asking for one.
+	db := openDB(t, v, filepath.Join(dir, "My Data.db"))
+	_, err := db.Exec("SELECT 1")
+	if err == nil || !strings.Contains(err.Error(), "set Config.Name or add bop_name") {
+		t.Fatalf("bad file name: %v", err)
+	}
+	// bop_name in the URI names it.
+	path := filepath.Join(dir, "My Data.db")
+	named, err := openDBURI(t, "file:"+path+"?vfs="+v.Name()+"&bop_name=mydata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, named, "CREATE TABLE t(a)")
+	if s := queryString(t, named, "SELECT json_extract(?, '$.name')", queryString(t, named, "PRAGMA bop_status")); s != "mydata" {
+		t.Fatalf("name %q", s)
+	}
+	named.Close()
+	// Reopened under another name: refused (it would be another remote
+	// database).
+	other, _ := openDBURI(t, "file:"+path+"?vfs="+v.Name()+"&bop_name=another")
+	if _, err := other.Exec("SELECT 1"); err == nil || !strings.Contains(err.Error(), "belongs to database default/mydata") {
+		t.Fatalf("renamed: %v", err)
+	}
+}
+
+func TestOneNamePerStore(t *testing.T) {
+	store := t.TempDir()
+	v := newVFS(t, Config{Remote: "file://" + store, Name: "same"})
+	a := openDB(t, v, filepath.Join(t.TempDir(), "a.db"))
+	mustExec(t, a, "CREATE TABLE t(a)")
+	b := openDB(t, v, filepath.Join(t.TempDir(), "b.db"))
+	if _, err := b.Exec("SELECT 1"); err == nil || !strings.Contains(err.Error(), "already open as") {
+		t.Fatalf("second database with the same name: %v", err)
+	}
+}
+
+func TestOneVFSPerDatabase(t *testing.T) {
+	v1 := newVFS(t, Config{})
+	v2 := newVFS(t, Config{})
+	path := filepath.Join(t.TempDir(), "x.db")
+	a := openDB(t, v1, path)
+	mustExec(t, a, "CREATE TABLE t(a)")
+	b := openDB(t, v2, path)
+	if _, err := b.Exec("SELECT 1"); err == nil || !strings.Contains(err.Error(), "through VFS") {
+		t.Fatalf("second VFS on one file: %v", err)
+	}
+}
+
+// Close keeps open databases usable and unregisters the VFS when the last
+// one closes; new opens are refused meanwhile.
+func TestCloseWhileOpen(t *testing.T) {
+	v := newVFS(t, Config{})
+	path := filepath.Join(t.TempDir(), "c.db")
+	db := openDB(t, v, path)
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(a)")
+	v.Close()
+	mustExec(t, db, "INSERT INTO t VALUES (1)")
+	other := openDB(t, v, filepath.Join(t.TempDir(), "d.db"))
+	if _, err := other.Exec("SELECT 1"); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("open after Close: %v", err)
+	}
+	other.Close()
+	db.Close()
+	if vfsFind(v.Name()) != nil {
+		t.Fatal("VFS still registered after its last database closed")
+	}
+}

@@ -1,0 +1,101 @@
+package vfs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Ownership: one process owns a database. The owner holds an exclusive,
+// non-blocking flock on <db>-bop/lock for as long as any connection of the
+// process has the database open; the file's content says who it is. The
+// kernel drops the flock when the process dies, however it dies, so a
+// crashed owner never blocks the next one.
+//
+// Invariant: while a process holds the flock, no other process running bop
+// opens the database (openOwner fails with ErrOwnedElsewhere), so at most
+// one process captures and publishes its transactions.
+
+// Owner describes the process that owns a database.
+type Owner struct {
+	PID     int       `json:"pid"`
+	Host    string    `json:"host"`
+	Started time.Time `json:"started"`
+	Writer  string    `json:"writer"`
+	VFS     string    `json:"vfs"`
+}
+
+func (o Owner) String() string {
+	return fmt.Sprintf("pid %d on %s (writer %s, since %s)", o.PID, o.Host, o.Writer, o.Started.UTC().Format(time.RFC3339))
+}
+
+// ownerLock is a held ownership lock.
+type ownerLock struct {
+	f     *os.File
+	owner Owner
+}
+
+// maxOwnerFile bounds what is read of a lock file written by someone else.
+const maxOwnerFile = 4096
+
+// openOwner takes the ownership lock of the database whose lock file is
+// path, or fails with ErrOwnedElsewhere naming the holder.
+func openOwner(path string, me Owner) (*ownerLock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("bop: open lock file: %w", err)
+	}
+	ok, err := tryLockFile(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bop: lock %s: %w", path, err)
+	}
+	if !ok {
+		b := make([]byte, maxOwnerFile)
+		n, _ := f.ReadAt(b, 0)
+		f.Close()
+		other, derr := decodeOwner(b[:n])
+		if derr != nil {
+			return nil, fmt.Errorf("%w: %s is locked by another process (owner unknown: %v)", ErrOwnedElsewhere, path, derr)
+		}
+		return nil, fmt.Errorf("%w: %s", ErrOwnedElsewhere, other)
+	}
+	b, err := json.Marshal(me)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	b = append(b, '\n')
+	// Informational only (no fsync): it names us to a process that finds
+	// the file locked.
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt(b, 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bop: write lock file %s: %w", path, err)
+	}
+	return &ownerLock{f: f, owner: me}, nil
+}
+
+// decodeOwner parses a lock file's content.
+func decodeOwner(b []byte) (Owner, error) {
+	var o Owner
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return o, errors.New("lock file is empty")
+	}
+	if err := json.Unmarshal([]byte(s), &o); err != nil {
+		return o, fmt.Errorf("lock file is not owner JSON: %v", err)
+	}
+	return o, nil
+}
+
+// close releases the lock. The file stays (removing it would let a second
+// process lock a new file while a third still holds the old one).
+func (l *ownerLock) close() error {
+	return l.f.Close()
+}

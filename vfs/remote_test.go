@@ -1,0 +1,158 @@
+package vfs
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bopstore/bop/internal/testutil"
+	"github.com/bopstore/bop/manifest"
+	"github.com/bopstore/bop/remote"
+	"github.com/bopstore/bop/remote/s3store"
+	"github.com/bopstore/bop/wal"
+)
+
+// With async durability an unreachable remote does not stop the database:
+// it opens, takes writes, and the status says what is wrong.
+func TestUnreachableRemoteAsync(t *testing.T) {
+	os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	// Port 1 on loopback: connection refused at once.
+	v := newVFS(t, Config{
+		Remote:      "s3://bop-unreachable/prefix?endpoint=http://127.0.0.1:1&region=us-east-1&path_style=true",
+		S3AccessKey: "test", S3SecretKey: "test", DisableIMDS: true,
+	})
+	path := filepath.Join(t.TempDir(), "offline.db")
+	db := openDB(t, v, path)
+	mustExec(t, db, "CREATE TABLE t(a)")
+	mustExec(t, db, "INSERT INTO t VALUES (1), (2)")
+	var s Status
+	if err := json.Unmarshal([]byte(queryString(t, db, "PRAGMA bop_status")), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.RemoteError == "" || !strings.Contains(s.RemoteError, "127.0.0.1:1") {
+		t.Fatalf("status does not report the unreachable remote: %+v", s)
+	}
+	if s.Txid < 2 {
+		t.Fatalf("status %+v", s)
+	}
+	d := stateOf(t, v, path)
+	if d.meta.RemoteChecked {
+		t.Fatal("meta says the remote was checked")
+	}
+	checkReplay(t, v, path, db)
+}
+
+func TestSyncDurabilityRefused(t *testing.T) {
+	_, err := Register("bopsync", Config{Durability: Sync})
+	if !errors.Is(err, ErrNotAvailable) {
+		t.Fatalf("sync durability: %v, want ErrNotAvailable", err)
+	}
+}
+
+// A damaged record in the spool (confirmed, so it cannot be a torn tail)
+// fails the open with an error naming the segment file and the txid.
+func TestCorruptSpoolRefused(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "corrupt.db")
+	bopDatabase(t, path) // txid 1: page 1 (direct), then CREATE, INSERT
+	spoolDir := filepath.Join(path+"-bop", "spool")
+	names, _ := filepath.Glob(filepath.Join(spoolDir, "*.seg"))
+	if len(names) != 1 {
+		t.Fatalf("segments %v", names)
+	}
+	seg := names[0]
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Find the header of txid 2 and flip a byte of its DBPages field.
+	var magic [4]byte
+	binary.LittleEndian.PutUint32(magic[:], 0x43455242)
+	off := -1
+	for i := 0; ; {
+		j := bytes.Index(b[i:], magic[:])
+		if j < 0 {
+			break
+		}
+		if binary.LittleEndian.Uint64(b[i+j+8:]) == 2 {
+			off = i + j
+			break
+		}
+		i += j + 1
+	}
+	if off < 0 {
+		t.Fatal("record of txid 2 not found")
+	}
+	b[off+20] ^= 0xff
+	if err := os.WriteFile(seg, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = openErr(t, path)
+	if !errors.Is(err, wal.ErrCorrupt) || !strings.Contains(err.Error(), seg) || !strings.Contains(err.Error(), "txid 2") {
+		t.Fatalf("open with a corrupt spool: %v, want wal.ErrCorrupt naming %s and txid 2", err, seg)
+	}
+}
+
+// The first open asks a real S3 server (versitygw, via scripts/test.sh)
+// whether it has the database: no, so it opens with the remote checked;
+// yes (another node created it), so it is refused.
+func TestS3RemoteAtFirstOpen(t *testing.T) {
+	srv := testutil.S3Server(t)
+	prefix := fmt.Sprintf("vfs-test/%d", time.Now().UnixNano())
+	cfg := Config{
+		Remote:      fmt.Sprintf("s3://%s/%s?endpoint=%s&region=%s&path_style=true", srv.Bucket, prefix, srv.Endpoint, srv.Region),
+		S3AccessKey: srv.AccessKey, S3SecretKey: srv.SecretKey, DisableIMDS: true,
+	}
+	v := newVFS(t, cfg)
+	path := filepath.Join(t.TempDir(), "s3.db")
+	db := openDB(t, v, path)
+	mustExec(t, db, "CREATE TABLE t(a)")
+	var s Status
+	if err := json.Unmarshal([]byte(queryString(t, db, "PRAGMA bop_status")), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.RemoteError != "" || !stateOf(t, v, path).meta.RemoteChecked {
+		t.Fatalf("status %+v: the remote was not checked", s)
+	}
+
+	ctx := context.Background()
+	store, err := s3store.New(ctx, s3store.Config{Bucket: srv.Bucket, Prefix: prefix, Endpoint: srv.Endpoint, Region: srv.Region,
+		PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, DisableIMDS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout := remote.Layout{Tenant: "default", DB: "taken.db"}
+	cat, err := manifest.Open(filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{Layout: layout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	w, err := manifest.NewWriter(store, layout, cat, "other-node", manifest.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	taken := openDB(t, v, filepath.Join(t.TempDir(), "taken.db"))
+	if _, err := taken.Exec("SELECT 1"); !errors.Is(err, ErrRemoteHasDatabase) {
+		t.Fatalf("open of a name the S3 store has: %v, want ErrRemoteHasDatabase", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var keys []string
+		store.List(ctx, "", func(info remote.ObjectInfo) error { keys = append(keys, info.Key); return nil })
+		for _, k := range keys {
+			store.Delete(ctx, k)
+		}
+	})
+}

@@ -1,0 +1,55 @@
+package vfs
+
+import (
+	"github.com/bopstore/bop/wal"
+	"github.com/ncruces/go-sqlite3/vfs"
+)
+
+// walFile is one connection's -wal file. Every write, truncation and sync
+// goes to the base file first and is then reported to the capture, which
+// turns the stream into spooled transactions (package wal).
+type walFile struct {
+	fileForward
+	d  *database
+	cn *wal.Conn
+}
+
+func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
+	n, err := f.File.WriteAt(p, off)
+	if err != nil {
+		return n, err
+	}
+	// p aliases SQLite's memory: capture copies what it keeps. An error
+	// fails SQLite's write, which rolls the transaction back.
+	if err := f.cn.Write(p, off); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func (f *walFile) Truncate(size int64) error {
+	if err := f.File.Truncate(size); err != nil {
+		return err
+	}
+	return f.cn.Truncate(size)
+}
+
+func (f *walFile) Sync(flags vfs.SyncFlag) error {
+	return f.cn.Sync(func() error { return f.File.Sync(flags) })
+}
+
+func (f *walFile) Close() error {
+	f.cn.DetachWAL()
+	return f.File.Close()
+}
+
+// walHandle is capture's handle on a connection's WAL (wal.WALFile).
+type walHandle struct {
+	f    vfs.File
+	name string
+}
+
+func (h walHandle) ReadAt(p []byte, off int64) (int, error) { return h.f.ReadAt(p, off) }
+func (h walHandle) Size() (int64, error)                    { return h.f.Size() }
+func (h walHandle) Sync() error                             { return h.f.Sync(vfs.SYNC_FULL) }
+func (h walHandle) Name() string                            { return h.name }

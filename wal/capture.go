@@ -1,0 +1,326 @@
+package wal
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+)
+
+// WALFile is the VFS's handle on a database's -wal file, given to capture
+// at each open of the WAL. Capture reads it to reconcile at open and syncs
+// it before confirming transactions for publishing.
+type WALFile interface {
+	io.ReaderAt
+	Size() (int64, error)
+	// Sync fsyncs the WAL file.
+	Sync() error
+	// Name is the file's path, for error messages.
+	Name() string
+}
+
+// MainFile is the VFS's handle on the main database file of a connection.
+// When a rollback-journal-mode transaction ends, capture reads back the
+// pages it wrote (the connection still holds its EXCLUSIVE lock).
+type MainFile interface {
+	io.ReaderAt
+	Size() (int64, error)
+}
+
+// CaptureOptions configure a Capture.
+type CaptureOptions struct {
+	// MemoryBytes bounds the memory that holds the frames of transactions
+	// not yet in the spool; beyond it they spill to a scratch file in the
+	// spool directory. Default 8 MiB.
+	MemoryBytes int
+	// Adopt lets reconciliation capture a WAL generation capture never saw
+	// (every committed frame of it becomes a transaction), when the spool
+	// holds no WAL identity at all: the first open of an existing database.
+	Adopt bool
+	// Logf, if set, receives a line for unusual events (withdrawn
+	// transactions, reconciliation results).
+	Logf func(format string, args ...any)
+}
+
+// Stats counts capture events (for tests, the status pragma and metrics).
+type Stats struct {
+	Headers        uint64 // WAL headers written (new generations)
+	Commits        uint64 // transactions made final and spooled from the live WAL
+	Withdrawn      uint64 // provisional transactions withdrawn (rolled back by SQLite)
+	PaddingFrames  uint64 // sector-padding copies of a commit frame
+	ChainBreaks    uint64 // frames whose checksum did not (yet) verify when written
+	FinalPhaseTwo  uint64 // finalized by SQLITE_FCNTL_COMMIT_PHASETWO
+	FinalSync      uint64 // finalized by the writer's successful commit sync
+	FinalNextFrame uint64 // finalized by a later frame
+	FinalCkpt      uint64 // finalized by a checkpoint start
+	FinalRestart   uint64 // finalized by a WAL restart, truncation or deletion
+	DirectTxns     uint64 // rollback-journal-mode transactions spooled
+	Reconciled     uint64 // transactions captured from the WAL by reconciliation
+	ReconDropped   uint64 // unconfirmed spool records dropped by reconciliation
+	Spilled        uint64 // frames written to the spill file
+}
+
+// Capture turns the stream of WAL writes SQLite makes for one database
+// into spooled transactions: every committed transaction exactly once, in
+// commit order, durable before it is published. All connections of the
+// database share one Capture (each through its own Conn); SQLite
+// serialises writers, and a mutex serialises the events.
+//
+// The state of the current WAL generation, by frame index:
+//
+//	1 .. base                 settled: final transactions (spooled) and their padding
+//	base+1 .. prov.end        the provisional transaction, if any (with its padding)
+//	above                     frames of the open transaction (pending)
+//
+// Invariants (kept by the functions named):
+//   - Frames 1..chainTo (chainTo >= base) have a verified checksum chain
+//     from the WAL header (extendChain). A transaction is captured only at
+//     a commit frame the chain reaches, so its pages are exactly what
+//     SQLite's recovery would read.
+//   - At most one transaction is provisional. It becomes final when
+//     SQLite shows it committed: its writer's commit sync succeeded, its
+//     writer called COMMIT_PHASETWO, a later non-padding frame was written,
+//     a checkpoint started (unless its writer is inside its commit sync), or
+//     the WAL generation ended. A write at or below its frames withdraws it
+//     (SQLite rolled it back) and capture goes on with the next one.
+//   - Only final transactions are appended to the spool, in commit order,
+//     each with txid = previous + 1 (finalize).
+//   - SQLite never writes at or below base; if it does, capture stops with
+//     ErrLost rather than guess (writeFrame).
+//   - The spool is fsynced after every successful WAL sync (never before
+//     it), and before a checkpoint copies the WAL into the database: a
+//     record may be durable in the spool ahead of its frames in the WAL
+//     only while it is above the persisted confirmed watermark, which
+//     reconciliation checks against the WAL (Sync, CheckpointStart).
+//   - The confirmed watermark covers a record only once the WAL sync that
+//     made its frames durable started after they were written (durable).
+//   - Before a WAL generation can be discarded (restart, truncation,
+//     deletion, all after a complete checkpoint) every final transaction of
+//     it is confirmed and persisted; a new generation's header is recorded
+//     durably before SQLite can write any frame of it (newGeneration).
+type Capture struct {
+	spool *Spool
+	opts  CaptureOptions
+
+	mu     sync.Mutex
+	failed error // sticky: see ErrLost
+	closed bool
+
+	reconciled bool
+
+	// Current WAL generation.
+	hdrValid bool
+	hdr      walHeader
+	genSeq   uint64 // increments at every generation change
+	walName  string
+
+	base    uint32
+	baseCk  [2]uint32
+	chainTo uint32
+	// failedFrame (if not 0) is chainTo+1 when its checksum failed and
+	// neither it nor any frame before it was written since: not retried.
+	failedFrame uint32
+	written     uint32 // highest frame index completely written in this generation
+
+	// Frames storeBase.. are held in meta and store, slot = idx-storeBase.
+	storeBase uint32
+	meta      frameMetas
+	store     *pageStore
+	buf       []byte // one page, scratch
+
+	prov            *provisional
+	lastFrameWriter *Conn
+	lastCommit      commitFrame // the last commit frame (settled or provisional): padding detection
+
+	// Durability bookkeeping.
+	durableGen   uint64
+	durableFrame uint32
+	unconfirmed  []pendingConfirm // spooled records whose WAL frames are not known durable
+
+	// Rollback-journal-mode writes of the open transaction: the byte
+	// ranges written (the pages are read back from the file at its end).
+	direct      []byteRange
+	directOwner *Conn
+
+	conns map[*Conn]struct{}
+
+	// scratch for finalize
+	keep  []uint64
+	pgnos []uint32
+	seen  map[uint32]struct{}
+	bits  []uint64
+
+	stats Stats
+}
+
+type provisional struct {
+	first, commit, end uint32 // frames; end > commit when padding follows
+	writer             *Conn
+	dbPages            uint32
+	ck                 [2]uint32
+}
+
+type commitFrame struct {
+	valid  bool
+	pgno   uint32
+	commit uint32
+	page   []byte
+}
+
+type byteRange struct{ off, end int64 }
+
+type pendingConfirm struct {
+	txid  uint64
+	gen   uint64
+	frame uint32
+}
+
+// NewCapture creates the capture of one database over its spool. The
+// first AttachWAL (or an explicit Reconcile) reconciles the spool with the
+// WAL on disk before anything else is captured.
+func NewCapture(sp *Spool, opts CaptureOptions) (*Capture, error) {
+	if opts.MemoryBytes <= 0 {
+		opts.MemoryBytes = 8 << 20
+	}
+	c := &Capture{
+		spool: sp, opts: opts, conns: map[*Conn]struct{}{},
+		store: newPageStore(sp.fs, filepath.Join(sp.dir, "capture.spill"), opts.MemoryBytes),
+		seen:  map[uint32]struct{}{},
+	}
+	return c, nil
+}
+
+func (c *Capture) logf(format string, args ...any) {
+	if c.opts.Logf != nil {
+		c.opts.Logf(format, args...)
+	}
+}
+
+// Spool returns the capture's spool.
+func (c *Capture) Spool() *Spool { return c.spool }
+
+// Stats returns the event counters.
+func (c *Capture) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+// Err returns the error that stopped capture, if any.
+func (c *Capture) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failed
+}
+
+func (c *Capture) usableLocked() error {
+	if c.closed {
+		return ErrClosed
+	}
+	if c.failed != nil {
+		return fmt.Errorf("wal: capture stopped: %w", c.failed)
+	}
+	return nil
+}
+
+// failLocked stops capture for good (until the database is reopened and
+// reconciled). Used when continuing could spool something wrong.
+func (c *Capture) failLocked(err error) error {
+	if c.failed == nil {
+		c.failed = err
+		c.logf("capture stopped: %v", err)
+	}
+	return err
+}
+
+// Close releases the capture's scratch files. Provisional transactions are
+// not spooled: the WAL still holds them, and reconciliation at the next
+// open captures those SQLite kept.
+func (c *Capture) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	c.store.close()
+	return nil
+}
+
+// Conn is one SQLite connection's view of the capture: one per main
+// database file handle. WAL events carry the connection because SQLite's
+// signals are per connection: a commit sync or COMMIT_PHASETWO says
+// something about the transaction that connection wrote, not about one
+// another connection may have written since.
+type Conn struct {
+	c       *Capture
+	main    MainFile
+	wal     WALFile
+	syncing bool // inside its WAL sync (Sync)
+	inCkpt  bool // between CheckpointStart and CheckpointDone
+}
+
+// NewConn registers a connection (at the open of its main database file).
+func (c *Capture) NewConn(main MainFile) *Conn {
+	cn := &Conn{c: c, main: main}
+	c.mu.Lock()
+	c.conns[cn] = struct{}{}
+	c.mu.Unlock()
+	return cn
+}
+
+// Close unregisters the connection (its main database file closed).
+func (cn *Conn) Close() {
+	c := cn.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.conns, cn)
+	cn.wal = nil
+	if c.lastFrameWriter == cn {
+		c.lastFrameWriter = nil
+	}
+	if c.directOwner == cn {
+		// A rollback-mode writer that closed mid-transaction: SQLite
+		// rolls back by playing the journal on next open, through a
+		// connection whose writes we capture then.
+		c.directOwner = nil
+	}
+}
+
+// AttachWAL is called at each open of the -wal file by this connection.
+// The first attach after NewCapture reconciles the spool with the WAL.
+func (cn *Conn) AttachWAL(f WALFile) error {
+	c := cn.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.usableLocked(); err != nil {
+		return err
+	}
+	cn.wal = f
+	c.walName = f.Name()
+	if !c.reconciled {
+		return c.reconcileLocked(f)
+	}
+	return nil
+}
+
+// DetachWAL is called when this connection closes its WAL file.
+func (cn *Conn) DetachWAL() {
+	c := cn.c
+	c.mu.Lock()
+	cn.wal = nil
+	c.mu.Unlock()
+}
+
+// walHandleLocked picks an open WAL handle for syncing: prefer cn's.
+func (c *Capture) walHandleLocked(cn *Conn) WALFile {
+	if cn != nil && cn.wal != nil {
+		return cn.wal
+	}
+	for o := range c.conns {
+		if o.wal != nil {
+			return o.wal
+		}
+	}
+	return nil
+}
