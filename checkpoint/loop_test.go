@@ -203,3 +203,40 @@ func TestWaitWithoutLoop(t *testing.T) {
 		t.Fatalf("after WaitLag: %+v", st)
 	}
 }
+
+// The lag clock stays bounded under a long backlog, keeps the oldest
+// sample, and merges samples only conservatively: every transaction's
+// time is at most its own first observation (the lag is never
+// understated).
+func TestLagSamplesBounded(t *testing.T) {
+	p := &Publisher{changed: make(chan struct{})}
+	seen := map[uint64]time.Time{}
+	for txid := uint64(1); txid <= 20000; txid++ {
+		p.Notify(txid)
+		seen[txid] = time.Now()
+	}
+	if n := len(p.samples); n > maxLagSamples || n < maxLagSamples/2 {
+		t.Fatalf("%d samples after 20000 commits", n)
+	}
+	if p.samples[0].txid != 1 {
+		t.Fatalf("the oldest sample is txid %d", p.samples[0].txid)
+	}
+	for i := 1; i < len(p.samples); i++ {
+		a, b := p.samples[i-1], p.samples[i]
+		if b.txid <= a.txid || b.at.Before(a.at) {
+			t.Fatalf("samples %d and %d out of order: %+v %+v", i-1, i, a, b)
+		}
+	}
+	// For every published boundary, the clock's time of the oldest
+	// unpublished transaction is no later than that transaction's commit.
+	for _, pub := range []uint64{0, 1, 2, 100, 4095, 9999, 19998} {
+		p.mu.Lock()
+		p.published = pub
+		p.dropSamplesLocked()
+		got := p.samples[0].at
+		p.mu.Unlock()
+		if want := seen[pub+1]; got.After(want) {
+			t.Fatalf("published %d: the clock dates txid %d at %v, it was committed by %v", pub, pub+1, got, want)
+		}
+	}
+}

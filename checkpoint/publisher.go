@@ -70,6 +70,11 @@ type Config struct {
 	// ErrDiverged: the local spool predates them.
 	OnTakeover func(TakeoverResult) error
 
+	// OnFenced, if set, is called once when the publisher learns that
+	// another writer took over (Status().Fenced): the VFS fails commits
+	// from then on. It must not block or call back into the Publisher.
+	OnFenced func(error)
+
 	// NoLoop: no background loop; publishing happens only in PublishNow,
 	// WaitPublished and Close (tests, tools).
 	NoLoop bool
@@ -196,6 +201,10 @@ func New(cfg Config) (*Publisher, error) {
 	}
 	tip := cfg.Catalog.Tip()
 	p.published, p.publishedSeq = tip.Txid, tip.LastSeq
+	// A Writer that took over before New (the VFS does at open) counts as
+	// this publisher's takeover: losing the role later never leads to a
+	// second, silent takeover.
+	p.tookOver = cfg.Writer.Epoch() != 0
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if cfg.NoLoop {
 		close(p.done)
@@ -241,11 +250,15 @@ func (p *Publisher) usableLocked() error {
 
 func (p *Publisher) setFenced(err error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.fenced == nil {
+	first := p.fenced == nil
+	if first {
 		p.fenced = err
 		p.logf("checkpoint: fenced, publishing stops: %v", err)
 		p.broadcastLocked()
+	}
+	p.mu.Unlock()
+	if first && p.cfg.OnFenced != nil {
+		p.cfg.OnFenced(err)
 	}
 }
 
@@ -382,31 +395,12 @@ func (p *Publisher) ensureWriter(ctx context.Context) error {
 		return errorf("the writer lost its role (released): %w", manifest.ErrNotWriter)
 	}
 	cat := p.cfg.Catalog
-	prev := cat.Tip().Seq
-	jobs, err := cat.UnfinishedJobs()
-	if err != nil {
-		return err
-	}
-	mine := map[string]bool{}
-	for _, j := range jobs {
-		mine[j.ID] = true
-	}
-	info, err := w.Takeover(ctx, p.cfg.ForceTakeover)
+	res, err := TakeOver(ctx, cat, w, p.cfg.ForceTakeover)
 	if err != nil {
 		if errors.Is(err, manifest.ErrFenced) {
 			p.setFenced(err)
 		}
-		return errorf("take the writer role: %w", err)
-	}
-	res := TakeoverResult{TakeoverInfo: info}
-	rows, err := cat.Publishes(prev+1, int(info.Seq-prev))
-	if err != nil {
 		return err
-	}
-	for _, r := range rows {
-		if r.Kind == manifest.KindPublish && !r.Void && r.Writer != w.ID() && !mine[r.Job] {
-			res.ForeignPublishes++
-		}
 	}
 	now := time.Now()
 	p.mu.Lock()
@@ -426,6 +420,41 @@ func (p *Publisher) ensureWriter(ctx context.Context) error {
 	}
 	p.notePublishedTip()
 	return nil
+}
+
+// TakeOver takes the writer role for w (manifest.Writer.Takeover, probe
+// first) and counts the publishes it found that are not this node's: the
+// records after the catalog's tip written by another writer id that this
+// catalog's unfinished jobs do not explain (a publish of this node that
+// crashed after creating its record is not foreign). The Publisher calls
+// it before its first publish when its Writer has not taken over; the VFS
+// calls it at open, before the Publisher exists, to decide whether the
+// local state must be quarantined (ForeignPublishes > 0).
+func TakeOver(ctx context.Context, cat *manifest.Catalog, w *manifest.Writer, force bool) (TakeoverResult, error) {
+	prev := cat.Tip().Seq
+	jobs, err := cat.UnfinishedJobs()
+	if err != nil {
+		return TakeoverResult{}, err
+	}
+	mine := map[string]bool{}
+	for _, j := range jobs {
+		mine[j.ID] = true
+	}
+	info, err := w.Takeover(ctx, force)
+	if err != nil {
+		return TakeoverResult{}, errorf("take the writer role: %w", err)
+	}
+	res := TakeoverResult{TakeoverInfo: info}
+	rows, err := cat.Publishes(prev+1, int(info.Seq-prev))
+	if err != nil {
+		return TakeoverResult{}, err
+	}
+	for _, r := range rows {
+		if r.Kind == manifest.KindPublish && !r.Void && r.Writer != w.ID() && !mine[r.Job] {
+			res.ForeignPublishes++
+		}
+	}
+	return res, nil
 }
 
 // notePublishedTip refreshes the published boundary from the catalog
@@ -709,19 +738,46 @@ func (p *Publisher) Notify(txid uint64) {
 	if n := len(p.samples); n > 0 && p.samples[n-1].txid >= txid {
 		return
 	}
-	if len(p.samples) >= 4096 {
-		// Bounded: drop the second oldest (the oldest sets the lag).
-		p.samples = append(p.samples[:1], p.samples[2:]...)
+	if len(p.samples) >= maxLagSamples {
+		// Bounded, amortized O(1) per commit: halve the samples after the
+		// oldest, merging each pair into one with the later txid and the
+		// earlier time. The lag of a transaction in a merged pair can
+		// only be overstated (by at most the time between the pair).
+		k := 1
+		for i := 1; i < len(p.samples); i += 2 {
+			m := p.samples[i]
+			if i+1 < len(p.samples) {
+				m.txid = p.samples[i+1].txid
+			}
+			p.samples[k] = m
+			k++
+		}
+		p.samples = p.samples[:k]
 	}
 	p.samples = append(p.samples, lagSample{txid: txid, at: now})
 }
+
+// maxLagSamples bounds the lag clock's memory (16 bytes a sample).
+const maxLagSamples = 4096
 
 func (p *Publisher) dropSamplesLocked() {
 	i := 0
 	for i < len(p.samples) && p.samples[i].txid <= p.published {
 		i++
 	}
-	p.samples = append(p.samples[:0], p.samples[i:]...)
+	if i > 0 {
+		p.samples = append(p.samples[:0], p.samples[i:]...)
+	}
+}
+
+// Lag is the age of the oldest unpublished transaction as the lag clock
+// knows it (Notify), without sampling the spool: cheap enough for every
+// commit (the VFS's MaxLag check).
+func (p *Publisher) Lag() time.Duration {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lagLocked(now)
 }
 
 // lagLocked is the age of the oldest unpublished transaction.

@@ -94,7 +94,7 @@ if [ "${BOP_SKIP_FUZZ:-}" != 1 ]; then
   for dir in $(go list -f '{{.Dir}}' "${pkgs[@]}"); do
     for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
       echo "test.sh: fuzz $f in ${dir#$root/} for $fuzztime"
-      (cd "$dir" && go test -run '^$' -fuzz "^$f\$" -fuzztime "$fuzztime" .)
+      (cd "$dir" && go test -run '^$' -fuzz "^$f\$" -fuzztime "$fuzztime" -fuzzminimizetime 100x .)
     done
   done
 fi

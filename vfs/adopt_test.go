@@ -85,7 +85,9 @@ func adoptTest(t *testing.T, mb int) {
 	copyFile(t, path, original)
 	rows := queryInt(t, openDB(t, nil, original), "SELECT count(*) FROM t")
 
-	v := newVFS(t, Config{})
+	// The store is offline: nothing is published, so the spool keeps the
+	// image record for checkAdopted (TestEndToEndAdoption publishes one).
+	v := newVFS(t, offline(Config{}))
 	db := openDB(t, v, path)
 	if n := queryInt(t, db, "SELECT count(*) FROM t"); n != rows {
 		t.Fatalf("%d rows after adoption, want %d", n, rows)
@@ -98,7 +100,7 @@ func adoptTest(t *testing.T, mb int) {
 
 	// The next open is not an adoption: the state is there.
 	db.Close()
-	v2 := newVFS(t, Config{})
+	v2 := newVFS(t, offline(Config{}))
 	db2 := openDB(t, v2, path)
 	if n := queryInt(t, db2, "SELECT count(*) FROM t"); n != rows+1 {
 		t.Fatalf("%d rows after reopen", n)
@@ -134,7 +136,7 @@ func TestAdoptWithExistingWAL(t *testing.T) {
 	copyFile(t, live+"-wal", path+"-wal")
 	db.Close()
 
-	v := newVFS(t, Config{})
+	v := newVFS(t, offline(Config{}))
 	bop := openDB(t, v, path)
 	if n := queryInt(t, bop, "SELECT count(*) FROM t WHERE v = 'in the wal'"); n != 20 {
 		t.Fatalf("%d rows from the adopted WAL, want 20", n)
@@ -205,7 +207,11 @@ func remoteWithDatabase(t *testing.T, storeDir string, layout remote.Layout) {
 	}
 }
 
-func TestFirstOpenRefusedWhenRemoteHasDatabase(t *testing.T) {
+// The first open of a name the store already has: a file with data is an
+// adoption conflict (ErrRemoteHasDatabase); an empty or missing file opens
+// the database from the store, which needs the writer role: refused while
+// the other writer's lease is fresh, taken over when forced.
+func TestFirstOpenWhenRemoteHasDatabase(t *testing.T) {
 	storeDir := t.TempDir()
 	remoteWithDatabase(t, storeDir, remote.Layout{Tenant: "default", DB: "shared.db"})
 	cfg := Config{Remote: "file://" + storeDir}
@@ -219,12 +225,27 @@ func TestFirstOpenRefusedWhenRemoteHasDatabase(t *testing.T) {
 	if _, err := db.Exec("SELECT 1"); !errors.Is(err, ErrRemoteHasDatabase) {
 		t.Fatalf("adoption: %v, want ErrRemoteHasDatabase", err)
 	}
-	// A new, empty database of the same name.
-	db2 := openDB(t, v, filepath.Join(t.TempDir(), "shared.db"))
-	if _, err := db2.Exec("SELECT 1"); !errors.Is(err, ErrRemoteHasDatabase) {
-		t.Fatalf("new database: %v, want ErrRemoteHasDatabase", err)
+	db.Close()
+	// A new, empty database of the same name: the store's, owned by
+	// other-node.
+	empty := filepath.Join(t.TempDir(), "shared.db")
+	db2 := openDB(t, v, empty)
+	if _, err := db2.Exec("SELECT 1"); !errors.Is(err, ErrOwnedElsewhere) || !strings.Contains(err.Error(), "other-node") {
+		t.Fatalf("empty database while other-node holds the lease: %v, want ErrOwnedElsewhere naming it", err)
 	}
-	// Another name is fine.
-	db3 := openDB(t, v, filepath.Join(t.TempDir(), "other.db"))
+	db2.Close()
+	// Forced: opened from the store (it has no page yet), writable.
+	db3, err := openDBURI(t, dsn(empty, v.Name())+"&bop_force_takeover=1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	mustExec(t, db3, "CREATE TABLE t(a)")
+	mustExec(t, db3, "INSERT INTO t VALUES (1)")
+	if s := statusOf(t, db3); s.Origin != originTakeover || s.Fenced || s.Publisher != "running" {
+		t.Fatalf("status after a forced open from the store: %+v", s)
+	}
+	checkReplay(t, v, empty, db3)
+	// Another name is fine.
+	db4 := openDB(t, v, filepath.Join(t.TempDir(), "other.db"))
+	mustExec(t, db4, "CREATE TABLE t(a)")
 }

@@ -14,8 +14,9 @@ import (
 // WAL mode is required: go-sqlite3 runs auto-extension entry points for
 // every new connection, after the DSN's _pragma list (so a page size given
 // there is already in effect). The one registered here puts each
-// read-write connection whose main database is a bop file into WAL mode. A
-// later change is vetoed by mainFile.Pragma.
+// read-write connection whose main database is a bop file into WAL mode,
+// installs bop's WAL hook (hook.go) and, for a new database, starts its
+// publisher. A later journal_mode change is vetoed by mainFile.Pragma.
 var autoExtOnce sync.Once
 
 func registerAutoExtension() {
@@ -50,7 +51,10 @@ func enableWAL(c *sqlite3.Conn) error {
 			if mode != "wal" {
 				return fmt.Errorf("bop: %s: PRAGMA journal_mode=wal left the database in %s mode", mf.d.path, mode)
 			}
-			return nil
+			installHook(c, mf)
+			// A new database has its first page now: its writer role and
+			// publisher can start.
+			return mf.d.ensurePublisher()
 		}
 		if !(errors.Is(err, sqlite3.BUSY) || errors.Is(err, sqlite3.LOCKED)) || time.Now().After(deadline) {
 			return fmt.Errorf("bop: %s: set journal_mode=wal: %w", mf.d.path, err)

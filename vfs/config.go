@@ -19,8 +19,10 @@ const (
 	// lag is visible in PRAGMA bop_status.
 	Async Durability = iota
 	// Sync: a commit returns only after the publish that contains it.
-	// It needs the publisher (package checkpoint); this build refuses it
-	// with ErrNotAvailable.
+	// The wait happens after SQLite has ended the write transaction, so
+	// concurrent commits share one publish. If that publish fails, the
+	// statement returns an error wrapping ErrOutcomeUnknown: the
+	// transaction is committed locally and will still be published.
 	Sync
 )
 
@@ -57,17 +59,47 @@ type Config struct {
 	CacheBytes int64
 	// Durability: Async (default) or Sync.
 	Durability Durability
-	// CheckpointInterval is how often the publisher publishes (default 1s).
+	// CheckpointInterval is how often the publisher publishes what was
+	// committed (default 1s). PublishBytes makes it publish early once the
+	// spool holds that many unpublished bytes (default 64 MiB; negative:
+	// never early).
 	CheckpointInterval time.Duration
+	PublishBytes       int64
 	// SpoolLimit bounds the local spool in bytes; beyond it commits wait
-	// for the publisher (backpressure). 0: 4 GiB; negative: no limit.
+	// for the publisher (backpressure), at most a minute each, then fail
+	// with wal.ErrSpoolFull. 0: 4 GiB; negative: no limit.
 	SpoolLimit int64
 	// MaxLag bounds how far publishing may fall behind commits (default
-	// 1 minute); enforced by the publisher.
+	// 1 minute): with async durability, a commit made while the oldest
+	// unpublished transaction is older than MaxLag waits, after it
+	// committed, until publishing catches up (backpressure; the statement's
+	// context ends the wait).
 	MaxLag time.Duration
+	// SyncTimeout bounds how long a commit waits for its publish with Sync
+	// durability before it returns ErrOutcomeUnknown (default 1 minute).
+	SyncTimeout time.Duration
 	// LeaseTTL: a writer that published or renewed within this long owns
-	// the remote database (default 30s).
+	// the remote database (default 30s): another node's open fails with
+	// ErrOwnedElsewhere unless it forces a takeover.
 	LeaseTTL time.Duration
+	// ForceTakeover takes the writer role at open even while another
+	// writer holds the lease; that writer is fenced (its commits fail with
+	// ErrFenced). Per database: the DSN parameter bop_force_takeover=1.
+	ForceTakeover bool
+	// StagingBytes bounds the disk space all databases of this VFS may use
+	// for staging page objects before upload (a quota pool; 0: no limit).
+	// A publish that does not fit waits, commits go on locally.
+	StagingBytes int64
+	// CloseTimeout bounds the final publish and release record when the
+	// last connection of a database closes (default 30s). What does not
+	// make it stays in the spool for the next open.
+	CloseTimeout time.Duration
+	// AutoCheckpoint is the WAL size in pages at which a commit runs a
+	// passive checkpoint, like SQLite's wal_autocheckpoint (default 1000;
+	// negative: never). PRAGMA wal_autocheckpoint changes it per
+	// connection. (bop replaces SQLite's auto-checkpoint hook with its own
+	// WAL hook, which also runs the durability waits.)
+	AutoCheckpoint int
 	// S3 static credentials. Without them the AWS default credential chain
 	// is used for s3:// stores.
 	S3AccessKey, S3SecretKey, S3SessionToken string
@@ -79,6 +111,10 @@ type Config struct {
 	// Logf receives a line for unusual events (reconciliation, withdrawn
 	// transactions, remote errors). Nil: silent.
 	Logf func(format string, args ...any)
+
+	// wrapStore, if set (tests), wraps the store between the cache and the
+	// backend (fault injection).
+	wrapStore func(remote.Store) remote.Store
 }
 
 // Defaults.
@@ -89,6 +125,10 @@ const (
 	DefaultSpoolLimit         = 4 << 30
 	DefaultMaxLag             = time.Minute
 	DefaultLeaseTTL           = 30 * time.Second
+	DefaultPublishBytes       = 64 << 20
+	DefaultSyncTimeout        = time.Minute
+	DefaultCloseTimeout       = 30 * time.Second
+	DefaultAutoCheckpoint     = 1000
 )
 
 // withDefaults validates c and fills in defaults.
@@ -123,11 +163,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.CacheBytes = DefaultCacheBytes
 	}
 	switch c.Durability {
-	case Async:
-	case Sync:
-		if !publisherAvailable() {
-			return c, fmt.Errorf("bop: Config.Durability sync: a commit would wait for a publish that cannot happen: %w", ErrNotAvailable)
-		}
+	case Async, Sync:
 	default:
 		return c, fmt.Errorf("bop: Config.Durability %d: want Async or Sync", int(c.Durability))
 	}
@@ -151,6 +187,30 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("bop: Config.LeaseTTL %v is negative", c.LeaseTTL)
 	case c.LeaseTTL == 0:
 		c.LeaseTTL = DefaultLeaseTTL
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{{"SyncTimeout", &c.SyncTimeout, DefaultSyncTimeout}, {"CloseTimeout", &c.CloseTimeout, DefaultCloseTimeout}} {
+		switch {
+		case *d.v < 0:
+			return c, fmt.Errorf("bop: Config.%s %v is negative", d.name, *d.v)
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	if c.PublishBytes == 0 {
+		c.PublishBytes = DefaultPublishBytes
+	}
+	if c.StagingBytes < 0 {
+		return c, fmt.Errorf("bop: Config.StagingBytes %d is negative", c.StagingBytes)
+	}
+	switch {
+	case c.AutoCheckpoint == 0:
+		c.AutoCheckpoint = DefaultAutoCheckpoint
+	case c.AutoCheckpoint < 0:
+		c.AutoCheckpoint = 0
 	}
 	if (c.S3AccessKey == "") != (c.S3SecretKey == "") {
 		return c, fmt.Errorf("bop: Config.S3AccessKey and S3SecretKey must be set together")

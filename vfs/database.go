@@ -4,15 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/bopstore/bop/checkpoint"
 	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
-	"github.com/bopstore/bop/remote/backend"
 	"github.com/bopstore/bop/wal"
 )
 
@@ -44,6 +44,8 @@ type database struct {
 
 	layout    remote.Layout
 	remoteURL string
+	force     bool // take the writer role even from a live writer
+	readOnly  bool // the first connection was read-only: no writer role at open (a later read-write connection takes it)
 	meta      *meta
 	owner     *ownerLock
 	seal      *sealFile
@@ -51,16 +53,28 @@ type database struct {
 	capture   *wal.Capture
 	img       *image // nil: the image is complete
 	mainFD    *os.File
-	store     remote.Store
+	inner     remote.Store // the backend
+	store     remote.Store // the backend through the cache (and, in tests, a fault wrapper)
 	catalog   *manifest.Catalog
-	pub       publisher
+	writer    *manifest.Writer
+	pub       atomic.Pointer[checkpoint.Publisher]
+
+	// roleMu serialises a late start of the publisher (ensurePublisher);
+	// startErr is why it could not start (sticky).
+	roleMu   sync.Mutex
+	startErr error
+	// fencedErr is set when the publisher learns another writer took
+	// over: every WAL write fails from then on.
+	fencedErr atomic.Pointer[error]
+	lagWaits  atomic.Uint64 // commits that waited for MaxLag
 
 	ctx    context.Context // cancelled at close: remote reads stop
 	cancel context.CancelFunc
 
 	mu          sync.Mutex
 	remoteErr   error       // the last error talking to the remote
-	lagSince    time.Time   // when the oldest unpublished transaction was first seen
+	lagSince    time.Time   // without a publisher: when the oldest unpublished transaction was first seen
+	quarantined string      // the quarantine folder this open filled, if any
 	settleTimer *time.Timer // a pending settleNow
 	// settleMu is held by settleNow and by close, so that no settle runs
 	// on closed files; stopped is set by close under it.
@@ -83,7 +97,7 @@ var registry = struct {
 
 // acquire returns the state of the database at path, opening it if this
 // is the first connection.
-func (v *VFS) acquire(path string, flags openFlags, uriName string) (*database, error) {
+func (v *VFS) acquire(path string, flags openFlags) (*database, error) {
 	for {
 		registry.mu.Lock()
 		d := registry.dbs[path]
@@ -95,7 +109,7 @@ func (v *VFS) acquire(path string, flags openFlags, uriName string) (*database, 
 			d = &database{v: v, cfg: v.cfg, path: path, dir: path + "-bop", ready: make(chan struct{}), refs: 1}
 			registry.dbs[path] = d
 			registry.mu.Unlock()
-			err := d.open(flags, uriName)
+			err := d.open(flags)
 			registry.mu.Lock()
 			d.openErr = err
 			if err != nil {
@@ -196,9 +210,12 @@ func lookupRef(path string, v *VFS) *database {
 	}
 }
 
-// openFlags is what the open sequence needs to know of SQLite's flags.
+// openFlags is what the open sequence needs to know of SQLite's flags and
+// the URI's parameters.
 type openFlags struct {
 	readOnly bool
+	name     string // bop_name
+	force    bool   // bop_force_takeover
 }
 
 // remoteCheckTimeout bounds the first open's question to the remote.
@@ -206,17 +223,23 @@ const remoteCheckTimeout = 10 * time.Second
 
 // open runs the open sequence of the first connection (docs/arch/vfs.md):
 //
-//  1. ownership: flock <db>-bop/lock or fail with ErrOwnedElsewhere;
-//  2. identity: meta.json (tenant, name, remote) must agree with the
-//     configuration;
-//  3. outside changes: the seal must match the main file and the WAL;
-//  4. first open only: ask the remote whether it already has the database
-//     (ErrRemoteHasDatabase); adopt an existing file (image record);
+//  1. ownership: flock <db>-bop/lock or fail with ErrOwnedElsewhere; an
+//     interrupted quarantine is finished;
+//  2. the store (backend + disk cache);
+//  3. first open only (no meta.json): ask the store whether it has the
+//     database: no: a new or adopted database; yes and the local file is
+//     empty or missing: rebuild from the store (writer role, sparse
+//     image of its tip); yes and the local file has data:
+//     ErrRemoteHasDatabase;
+//  4. identity (meta.json) and outside changes (the seal);
 //  5. the spool, the capture, and reconciliation of the WAL on disk (a WAL
-//     of a generation bop never captured is ErrChangedOutside);
-//  6. the image (sparse or complete), the catalog, the publisher;
-//  7. the seal is marked open; the first open writes meta.json last.
-func (d *database) open(flags openFlags, uriName string) (err error) {
+//     of a generation bop never captured is ErrChangedOutside); adoption
+//     records the file; the first open writes meta.json;
+//  6. the writer role (role.go): catalog, takeover; foreign publishes
+//     found: quarantine and rebuild, then 4-5 again;
+//  7. the image (sparse or complete), the seal is marked open, the
+//     publisher starts.
+func (d *database) open(flags openFlags) (err error) {
 	d.start = time.Now()
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -226,7 +249,9 @@ func (d *database) open(flags openFlags, uriName string) (err error) {
 		}
 	}()
 	cfg := &d.cfg
-	name, err := cfg.dbName(d.path, uriName)
+	d.readOnly = flags.readOnly
+	d.force = cfg.ForceTakeover || flags.force
+	name, err := cfg.dbName(d.path, flags.name)
 	if err != nil {
 		return err
 	}
@@ -242,12 +267,186 @@ func (d *database) open(flags openFlags, uriName string) (err error) {
 	if d.owner, err = openOwner(filepath.Join(d.dir, "lock"), me); err != nil {
 		return err
 	}
+	if err := resumeQuarantine(d.path); err != nil {
+		return err
+	}
+	octx, cancel := context.WithTimeout(d.ctx, remoteCheckTimeout)
+	defer cancel()
+	if err := d.openStore(octx); err != nil {
+		return err
+	}
 
 	m, err := readMeta(d.dir)
 	if err != nil {
 		return err
 	}
 	first := m == nil
+	adoptPS := uint32(0)
+	if first {
+		if m, adoptPS, err = d.firstOpen(octx, flags, name); err != nil {
+			return err
+		}
+		first = m.Origin != originTakeover
+	}
+	d.meta = m
+	if err := d.openLocal(first, adoptPS); err != nil {
+		return err
+	}
+	if first {
+		// The local state is initialized: a crash from here on reopens it
+		// (nothing is taken from the store before this point).
+		if err := writeMeta(d.dir, m); err != nil {
+			return err
+		}
+	}
+
+	if ps := d.knownPageSize(); ps != 0 && !flags.readOnly && (d.writer == nil || d.writer.Epoch() == 0) {
+		rb, err := d.takeRole(ps)
+		if err != nil {
+			return err
+		}
+		if rb.reason != "" {
+			if err := d.closeLocal(); err != nil {
+				return err
+			}
+			if err := d.rebuildFromRemote(rb); err != nil {
+				return err
+			}
+			if d.meta, err = readMeta(d.dir); err != nil {
+				return err
+			}
+			if err := d.openLocal(false, 0); err != nil {
+				return err
+			}
+		}
+	}
+
+	d.mainFD, err = os.OpenFile(d.path, os.O_RDWR, 0)
+	hydrate := err == nil
+	if err != nil {
+		if d.mainFD, err = os.Open(d.path); err != nil {
+			return fmt.Errorf("open %s: %w", d.path, err)
+		}
+	}
+	if d.catalog == nil {
+		if _, err := os.Stat(d.catalogPath()); err == nil {
+			// Read-only, or a catalog the role did not need: the sparse
+			// image still reads through it.
+			if d.catalog, err = manifest.Open(d.catalogPath(), d.catalogOptions(0)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := d.openImage(hydrate); err != nil {
+		return err
+	}
+
+	// From here bop's writes to the main file are accounted by the seal.
+	mainSt, err := d.mainStat()
+	if err != nil {
+		return err
+	}
+	st := d.seal.state()
+	st.busy, st.open, st.main, st.wal = false, true, mainSt, fileStat{}
+	if err := d.seal.save(st); err != nil {
+		return err
+	}
+	if last := d.spool.Status().LastTxid; last > 0 {
+		d.lagSince = d.start
+	}
+	if d.writer != nil && !flags.readOnly {
+		if err := d.startPublisher(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// firstOpen decides what a folder without meta.json becomes (step 3 of
+// open): leftovers of an interrupted first open are removed; the store is
+// asked for the database. It returns the meta of a new or adopted
+// database (to be written once the local state exists), or, after a
+// rebuild from the store, the meta it wrote. adoptPS is the page size of
+// a file to adopt.
+func (d *database) firstOpen(ctx context.Context, flags openFlags, name string) (m *meta, adoptPS uint32, err error) {
+	cfg := &d.cfg
+	// Nothing of an earlier, interrupted first open was published (its
+	// meta.json would exist), except a rebuild's takeover, which the
+	// store still has. A bitmap means the main file is a sparse seed,
+	// holes only: it goes too.
+	if _, err := os.Stat(filepath.Join(d.dir, imageFileName)); err == nil {
+		for _, p := range []string{d.path, d.path + "-wal", d.path + "-shm"} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, 0, fmt.Errorf("remove leftover %s: %w", p, err)
+			}
+		}
+	}
+	for _, p := range []string{"spool", sealFileName, imageFileName, "catalog.db", "catalog.db-wal", "catalog.db-shm", "staging"} {
+		if err := os.RemoveAll(filepath.Join(d.dir, p)); err != nil {
+			return nil, 0, fmt.Errorf("remove leftover %s: %w", p, err)
+		}
+	}
+	m = &meta{Format: metaFormat, Tenant: cfg.Tenant, Name: name, Origin: originNew,
+		CreatedMs: d.start.UnixMilli(), Remote: cfg.Remote, RemoteChecked: true}
+	mainSt, err := statFile(d.path)
+	if err != nil {
+		return nil, 0, err
+	}
+	hasData := mainSt.Present && mainSt.Size > 0
+	switch err := d.checkRemoteLacks(ctx); {
+	case errors.Is(err, ErrRemoteHasDatabase):
+		if hasData || flags.readOnly {
+			return nil, 0, err
+		}
+		// An empty or missing file of a database the store has: open it
+		// from the store.
+		for _, p := range []string{d.path + "-wal", d.path + "-shm"} {
+			if st, serr := statFile(p); serr == nil && st.Present && st.Size > 0 && p == d.path+"-wal" {
+				return nil, 0, fmt.Errorf("%w (and %s exists next to the empty database file: move it away)", err, p)
+			}
+		}
+		if err := d.rebuildFromRemote(rebuild{reason: "first open of a database the store has"}); err != nil {
+			return nil, 0, err
+		}
+		m, err := readMeta(d.dir)
+		if err == nil && m == nil {
+			err = fmt.Errorf("%w: rebuild from the store left no %s", ErrBadState, metaFileName)
+		}
+		return m, 0, err
+	case err != nil:
+		if cfg.Durability == Sync {
+			return nil, 0, fmt.Errorf("the remote is unreachable and durability is sync: %w", err)
+		}
+		// Async: local writes go on; the writer role is taken later.
+		m.RemoteChecked = false
+		d.setRemoteErr(err)
+	}
+	if hasData {
+		if adoptPS, err = checkAdoptable(d.path, mainSt.Size); err != nil {
+			return nil, 0, err
+		}
+		m.Origin = originAdopted
+		return m, adoptPS, nil
+	}
+	if !mainSt.Present {
+		if flags.readOnly {
+			return nil, 0, fmt.Errorf("%s does not exist", d.path)
+		}
+		// Create it now, so that the seal records a file that exists
+		// (SQLite would create it right after, unrecorded).
+		if err := createEmpty(d.path); err != nil {
+			return nil, 0, err
+		}
+	}
+	return m, 0, nil
+}
+
+// openLocal opens the local state (step 4-5 of open): the seal (created
+// by a first open, checked against the files otherwise), the spool (an
+// adopted file recorded as its image), the capture, reconciliation.
+func (d *database) openLocal(first bool, adoptPS uint32) (err error) {
+	cfg := &d.cfg
+	m := d.meta
 	mainSt, err := statFile(d.path)
 	if err != nil {
 		return err
@@ -256,44 +455,14 @@ func (d *database) open(flags openFlags, uriName string) (err error) {
 	if err != nil {
 		return err
 	}
-	adopt := false
-	var adoptPS uint32
 	if first {
-		// A crash during an earlier first open may have left pieces:
-		// nothing was published (nothing publishes without meta.json).
-		for _, p := range []string{"spool", sealFileName, imageFileName} {
-			if err := os.RemoveAll(filepath.Join(d.dir, p)); err != nil {
-				return fmt.Errorf("remove leftover %s: %w", p, err)
-			}
-		}
-		m = &meta{Format: metaFormat, Tenant: cfg.Tenant, Name: name, Origin: originNew,
-			CreatedMs: d.start.UnixMilli(), Remote: cfg.Remote, RemoteChecked: true}
-		if mainSt.Present && mainSt.Size > 0 {
-			if adoptPS, err = checkAdoptable(d.path, mainSt.Size); err != nil {
-				return err
-			}
-			adopt = true
-			m.Origin = originAdopted
-		} else if !mainSt.Present {
-			if flags.readOnly {
-				return fmt.Errorf("%s does not exist", d.path)
-			}
-			// Create it now, so that the seal records a file that exists
-			// (SQLite would create it right after, unrecorded).
-			if err := createEmpty(d.path); err != nil {
-				return err
-			}
-			if mainSt, err = statFile(d.path); err != nil {
-				return err
-			}
-		}
 		if d.seal, _, err = openSeal(d.dir, true); err != nil {
 			return err
 		}
 	} else {
-		if m.Tenant != cfg.Tenant || m.Name != name {
+		if m.Tenant != cfg.Tenant || m.Name != d.layout.DB {
 			return fmt.Errorf("its bop state (%s) belongs to database %s/%s, but it is being opened as %s/%s: set Config.Tenant and Name (or bop_name) to match",
-				d.dir, m.Tenant, m.Name, cfg.Tenant, name)
+				d.dir, m.Tenant, m.Name, cfg.Tenant, d.layout.DB)
 		}
 		if m.Remote != cfg.Remote {
 			return fmt.Errorf("its bop state (%s) was created with remote %q, but Config.Remote is %q (\"\" is the embedded default store)", d.dir, m.Remote, cfg.Remote)
@@ -305,39 +474,11 @@ func (d *database) open(flags openFlags, uriName string) (err error) {
 			return err
 		}
 	}
-	d.meta = m
-
-	// The store. Opening one does no I/O for s3 and is local for file.
-	octx, cancel := context.WithTimeout(d.ctx, remoteCheckTimeout)
-	defer cancel()
-	if d.store, err = backend.Open(octx, d.remoteURL, cfg.backendOptions()); err != nil {
-		return err
-	}
-	if first {
-		switch err := d.checkRemoteLacks(octx); {
-		case errors.Is(err, ErrRemoteHasDatabase):
-			return err
-		case err != nil:
-			if cfg.Durability == Sync {
-				return fmt.Errorf("the remote is unreachable and durability is sync: %w", err)
-			}
-			// Async: local writes go on; the publisher checks before its
-			// first publish.
-			m.RemoteChecked = false
-			d.setRemoteErr(err)
-		}
-	}
-
-	spoolOpts := wal.SpoolOptions{FS: spoolFS{}, MaxBytes: cfg.spoolMax()}
-	if !publisherAvailable() {
-		// Nothing drains the spool in this build: a full spool fails
-		// commits with a clear error rather than blocking them forever.
-		spoolOpts.AppendTimeout = 10 * time.Second
-	}
+	spoolOpts := wal.SpoolOptions{BufferBytes: spoolBufferBytes, MaxBytes: cfg.spoolMax(), AppendTimeout: spoolFullWait}
 	if d.spool, err = wal.OpenSpool(filepath.Join(d.dir, "spool"), spoolOpts); err != nil {
 		return err
 	}
-	if adopt {
+	if adoptPS != 0 {
 		if _, err := recordImage(d.spool, d.path, adoptPS); err != nil {
 			return err
 		}
@@ -345,51 +486,29 @@ func (d *database) open(flags openFlags, uriName string) (err error) {
 	if d.capture, err = wal.NewCapture(d.spool, wal.CaptureOptions{Adopt: first, Logf: cfg.Logf}); err != nil {
 		return err
 	}
-	if err := d.reconcile(); err != nil {
-		return err
-	}
+	return d.reconcile()
+}
 
-	d.mainFD, err = os.OpenFile(d.path, os.O_RDWR, 0)
-	hydrate := err == nil
-	if err != nil {
-		if d.mainFD, err = os.Open(d.path); err != nil {
-			return fmt.Errorf("open %s: %w", d.path, err)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(d.dir, "catalog.db")); err == nil {
-		d.catalog, err = manifest.Open(filepath.Join(d.dir, "catalog.db"), manifest.Options{Layout: d.layout,
-			Directories: manifest.StoreDirectories{Store: d.store}})
-		if err != nil {
-			return err
-		}
-	}
-	if err := d.openImage(hydrate); err != nil {
-		return err
-	}
+// spoolFullWait bounds how long a commit waits for space in a full spool
+// before it fails with wal.ErrSpoolFull (the status says why meanwhile).
+const spoolFullWait = time.Minute
 
-	// From here bop's writes to the main file are accounted by the seal.
-	if mainSt, err = d.mainStat(); err != nil {
-		return err
+// closeLocal closes what openLocal opened, before a rebuild moves it away.
+func (d *database) closeLocal() error {
+	var errs []error
+	if d.capture != nil {
+		errs = append(errs, d.capture.Close())
+		d.capture = nil
 	}
-	st := d.seal.state()
-	st.busy, st.open, st.main, st.wal = false, true, mainSt, fileStat{}
-	if err := d.seal.save(st); err != nil {
-		return err
+	if d.spool != nil {
+		errs = append(errs, d.spool.Close())
+		d.spool = nil
 	}
-	if last := d.spool.Status().LastTxid; last > 0 {
-		d.lagSince = d.start
+	if d.seal != nil {
+		errs = append(errs, d.seal.close())
+		d.seal = nil
 	}
-	if publisherAvailable() {
-		if d.pub, err = newPublisher(d.parts()); err != nil {
-			return err
-		}
-	}
-	if first {
-		if err := writeMeta(d.dir, m); err != nil {
-			return err
-		}
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // checkUnique refuses a second open database with the same store and
@@ -588,11 +707,7 @@ func (d *database) close() error {
 	d.settleMu.Lock()
 	d.stopped = true
 	d.settleMu.Unlock()
-	if d.pub != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		errs = append(errs, d.pub.Close(ctx))
-		cancel()
-	}
+	errs = append(errs, d.closePublisher())
 	d.cancel()
 	if d.capture != nil {
 		errs = append(errs, d.capture.Close())
@@ -662,10 +777,7 @@ func (d *database) closeFiles() error {
 		errs = append(errs, d.catalog.Close())
 		d.catalog = nil
 	}
-	if c, ok := d.store.(io.Closer); ok {
-		errs = append(errs, c.Close())
-	}
-	d.store = nil
+	errs = append(errs, d.closeStores())
 	if d.mainFD != nil {
 		errs = append(errs, d.mainFD.Close())
 		d.mainFD = nil
@@ -685,8 +797,8 @@ func (d *database) setRemoteErr(err error) {
 	d.mu.Lock()
 	d.remoteErr = err
 	d.mu.Unlock()
-	if d.cfg.Logf != nil {
-		d.cfg.Logf("bop: %s: remote: %v", d.path, err)
+	if err != nil {
+		d.logf("bop: %s: remote: %v", d.path, err)
 	}
 }
 

@@ -15,8 +15,8 @@
 // Everything SQLite does keeps working. Underneath, the VFS wraps the default
 // (os) VFS: the main database file is the local page image, every write to
 // the WAL feeds package wal, which captures each committed transaction into
-// a local spool (from which the publisher, package checkpoint, publishes to
-// the remote store). Temp files, sorter spills, statement and rollback
+// a local spool, from which the publisher (package checkpoint) publishes to
+// the remote store. Temp files, sorter spills, statement and rollback
 // journals go straight to the default VFS.
 //
 // What the VFS guarantees, and the code that keeps it:
@@ -39,12 +39,30 @@
 //     records the whole file as the spool's first transaction; nothing is
 //     published as zeros, nothing is lost.
 //   - The image (image.go): normally the complete database; a sparse image
-//     (after a takeover) reads pages it never held from the remote at T_seed,
-//     verified, and never offers mmap.
+//     (after a rebuild from the store) reads pages it never held from the
+//     remote at T_seed, verified, and never offers mmap.
+//   - One writer in the store (role.go): an open takes the writer role with
+//     the manifest's takeover protocol; another live writer makes it fail
+//     with ErrOwnedElsewhere unless forced (Config.ForceTakeover,
+//     bop_force_takeover=1). Local state the store has moved past is moved
+//     to app.db-bop/quarantine/ (quarantine.go) and rebuilt from the store;
+//     it is never published. An empty or missing file of a database the
+//     store has opens from the store.
+//   - Publishing (publish.go): a checkpoint.Publisher per database publishes
+//     the spool every CheckpointInterval; close publishes the rest and
+//     hands off (release record).
+//   - Durability (hook.go): Async commits return once committed locally
+//     (MaxLag bounds the lag: backpressure); Sync commits return once
+//     published, or fail with ErrOutcomeUnknown (committed locally, will
+//     still be published). The waits run in SQLite's WAL hook, which also
+//     does the auto-checkpoint.
+//   - Fencing (walfile.go): once another writer took over, commits fail with
+//     ErrFenced; reads keep working.
 //
 // Pragmas (FilePragma): PRAGMA bop_status returns one row, a JSON object
 // (see Status); PRAGMA bop_txid the newest captured txid; PRAGMA
-// bop_checkpoint publishes now (ErrNotAvailable until the publisher exists).
+// bop_checkpoint publishes now and returns the published txid; PRAGMA
+// wal_autocheckpoint is answered by bop (its WAL hook replaces SQLite's).
 //
 // docs/arch/vfs.md describes the package; docs/FORMAT-vfs.md the files it
 // keeps in app.db-bop/.

@@ -3,6 +3,7 @@ package vfs
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
 	"testing"
 )
 
@@ -90,6 +91,24 @@ func FuzzDecodeOwner(f *testing.F) {
 		o, err := decodeOwner(b)
 		if err == nil {
 			_ = o.String()
+		}
+	})
+}
+
+func FuzzDecodePending(f *testing.F) {
+	const dir = "/data/app.db-bop"
+	f.Add([]byte(`{"dir":"/data/app.db-bop/quarantine/20260101T000000.000000000Z","catalog":false}`))
+	f.Add([]byte(`{"dir":"/data/app.db-bop/quarantine/../../etc","catalog":true}`))
+	f.Add([]byte(`{"dir":"/data/app.db-bop/quarantine"}`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := decodePending(b, dir)
+		if err != nil {
+			return
+		}
+		// Whatever it accepts stays inside the quarantine folder.
+		if filepath.Dir(p.Dir) != filepath.Join(dir, quarantineDir) || filepath.Clean(p.Dir) != p.Dir || filepath.Base(p.Dir) == ".." {
+			t.Fatalf("accepted %q", p.Dir)
 		}
 	})
 }

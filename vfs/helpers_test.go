@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
@@ -15,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bopstore/bop/checkpoint"
+	"github.com/bopstore/bop/remote"
+	"github.com/bopstore/bop/remote/fault"
 	"github.com/bopstore/bop/wal"
 	_ "github.com/ncruces/go-sqlite3/driver"
 	sqlite3vfs "github.com/ncruces/go-sqlite3/vfs"
@@ -136,21 +140,60 @@ func checkpointTruncate(t testing.TB, db *sql.DB) {
 	}
 }
 
-// replaySpool applies every record of the spool, in txid order, to a new
-// file out: the database as the spool says it is.
-func replaySpool(t testing.TB, sp *wal.Spool, out string) (records int, kinds map[wal.Kind]int) {
+// checkReplay checkpoints the WAL into the database and checks that the
+// published state plus the spool reproduces the database file byte for
+// byte: the newest published boundary restored from the store
+// (checkpoint.Restore through the database's own catalog), then every
+// spooled record after it applied in txid order. The spool range is
+// leased meanwhile, so the publisher cannot truncate it.
+func checkReplay(t testing.TB, v *VFS, path string, db *sql.DB) {
 	t.Helper()
-	f, err := os.Create(out)
+	checkpointTruncate(t, db)
+	d := stateOf(t, v, path)
+	out := filepath.Join(t.TempDir(), "replay.db")
+	st := d.spool.Status()
+	if st.FirstTxid <= st.LastTxid {
+		release, err := d.spool.Lease(st.FirstTxid, st.LastTxid, "test-replay")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+	}
+	base := uint64(0)
+	if d.catalog != nil {
+		base = d.catalog.Tip().Txid
+	}
+	if base > 0 {
+		if _, err := checkpoint.Restore(context.Background(), checkpoint.RestoreOptions{Store: d.store, Catalog: d.catalog, Txid: base, Path: out}); err != nil {
+			t.Fatalf("restore the published boundary %d: %v", base, err)
+		}
+	}
+	if st.FirstTxid > base+1 && st.FirstTxid <= st.LastTxid {
+		t.Fatalf("the spool starts at txid %d but the store ends at %d", st.FirstTxid, base)
+	}
+	n, kinds := replaySpoolFrom(t, d.spool, base+1, st.LastTxid, out)
+	if base == 0 && n == 0 {
+		t.Fatal("nothing published and the spool holds no records")
+	}
+	if err := sameFiles(path, out); err != nil {
+		t.Fatalf("published boundary %d + replay of %d spooled records (%v) differs from the live database: %v", base, n, kinds, err)
+	}
+}
+
+// replaySpoolFrom applies the spool's records from..to to the file out
+// (created if missing).
+func replaySpoolFrom(t testing.TB, sp *wal.Spool, from, to uint64, out string) (records int, kinds map[wal.Kind]int) {
+	t.Helper()
+	f, err := os.OpenFile(out, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	st := sp.Status()
 	kinds = map[wal.Kind]int{}
-	if st.FirstTxid > st.LastTxid {
+	if from > to {
 		return 0, kinds
 	}
-	for rec, err := range sp.Records(st.FirstTxid, st.LastTxid) {
+	for rec, err := range sp.Records(from, to) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,20 +214,15 @@ func replaySpool(t testing.TB, sp *wal.Spool, out string) (records int, kinds ma
 	return records, kinds
 }
 
-// checkReplay checkpoints the WAL into the database and checks that
-// replaying the spool reproduces the database file byte for byte.
-func checkReplay(t testing.TB, v *VFS, path string, db *sql.DB) {
-	t.Helper()
-	checkpointTruncate(t, db)
-	d := stateOf(t, v, path)
-	out := filepath.Join(t.TempDir(), "replay.db")
-	n, kinds := replaySpool(t, d.spool, out)
-	if n == 0 {
-		t.Fatal("the spool holds no records")
+// offline returns cfg with its store in an outage (remote/fault) from the
+// start: nothing is published, the spool keeps every record.
+func offline(cfg Config) Config {
+	cfg.wrapStore = func(s remote.Store) remote.Store {
+		f := fault.New(s, fault.Config{})
+		f.SetOutage(true)
+		return f
 	}
-	if err := sameFiles(path, out); err != nil {
-		t.Fatalf("replay of %d spooled records (%v) differs from the live database: %v", n, kinds, err)
-	}
+	return cfg
 }
 
 // sameFiles compares two files, streaming (they may be larger than memory
@@ -260,4 +298,26 @@ func vfsFind(name string) any {
 		return v
 	}
 	return nil
+}
+
+// statusOf returns PRAGMA bop_status.
+func statusOf(t testing.TB, db *sql.DB) Status {
+	t.Helper()
+	var s Status
+	if err := json.Unmarshal([]byte(queryString(t, db, "PRAGMA bop_status")), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// waitUntil polls cond for up to a minute.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/bopstore/bop/wal"
 	"github.com/ncruces/go-sqlite3"
@@ -28,10 +29,21 @@ type mainFile struct {
 	// the checkpoint's writes fail (SQLite then keeps the WAL) until
 	// CKPT_DONE.
 	ckptErr error
+
+	// The connection's commit bookkeeping (hook.go); a main file belongs
+	// to one connection, whose statements run one at a time.
+	// autoCheckpoint is the connection's WAL auto-checkpoint threshold
+	// for this database (PRAGMA wal_autocheckpoint); committed the txid
+	// its last commit was spooled at; hookErr the error its WAL hook is
+	// handing to SQLite.
+	autoCheckpoint atomic.Int64
+	committed      uint64
+	hookErr        error
 }
 
 func newMainFile(d *database, base vfs.File) *mainFile {
 	f := &mainFile{fileForward: fileForward{base}, d: d}
+	f.autoCheckpoint.Store(int64(d.cfg.AutoCheckpoint))
 	if d.img == nil {
 		f.mmap = vfsutil.WrapMemoryMapper(base)
 	}
@@ -145,7 +157,16 @@ func (f *mainFile) CommitPhaseTwo() error {
 	if cerr := f.cn.CommitPhaseTwo(); cerr != nil {
 		return cerr
 	}
-	f.d.noteCommit()
+	// The transaction is final and spooled: its txid is the spool's
+	// newest (or older, if another connection committed meanwhile).
+	if h, ok := f.d.spool.LastHeader(); ok {
+		f.committed = h.Txid
+		if pub := f.d.pub.Load(); pub != nil {
+			pub.Notify(h.Txid)
+		} else {
+			f.d.noteCommit()
+		}
+	}
 	return err
 }
 
@@ -186,14 +207,20 @@ func (f *mainFile) Pragma(name, value string) (string, error) {
 	case "bop_txid":
 		return f.d.txidString(), nil
 	case "bop_checkpoint":
-		if f.d.pub == nil {
-			return "", fmt.Errorf("bop_checkpoint: %w", ErrNotAvailable)
-		}
-		txid, err := f.d.pub.PublishNow(f.d.ctx)
+		txid, err := f.d.publishNow(f.d.ctx)
 		if err != nil {
 			return "", fmt.Errorf("bop_checkpoint: %w", err)
 		}
 		return strconv.FormatUint(txid, 10), nil
+	case "wal_autocheckpoint":
+		// Answered here: SQLite would replace bop's WAL hook (hook.go).
+		return f.autoCheckpointPragma(value)
+	case hookErrorPragma:
+		if err := f.hookErr; err != nil {
+			f.hookErr = nil
+			return "", vfs.SystemError(err, sqlite3.IOERR)
+		}
+		return "", nil
 	default:
 		if strings.HasPrefix(name, "bop_") {
 			return "", fmt.Errorf("bop: unknown pragma %s (known: bop_status, bop_txid, bop_checkpoint)", name)

@@ -36,6 +36,12 @@ func (o Owner) String() string {
 type ownerLock struct {
 	f     *os.File
 	owner Owner
+	// prev is the owner named in the file when the lock was taken: the
+	// last process that owned the database here. It is dead or has let go
+	// (we hold the flock), so a remote lease held by its writer id is
+	// ours to take over at once (a crash must not block its own restart
+	// for LeaseTTL).
+	prev Owner
 }
 
 // maxOwnerFile bounds what is read of a lock file written by someone else.
@@ -63,6 +69,9 @@ func openOwner(path string, me Owner) (*ownerLock, error) {
 		}
 		return nil, fmt.Errorf("%w: %s", ErrOwnedElsewhere, other)
 	}
+	old := make([]byte, maxOwnerFile)
+	n, _ := f.ReadAt(old, 0)
+	prev, _ := decodeOwner(old[:n])
 	b, err := json.Marshal(me)
 	if err != nil {
 		f.Close()
@@ -78,7 +87,7 @@ func openOwner(path string, me Owner) (*ownerLock, error) {
 		f.Close()
 		return nil, fmt.Errorf("bop: write lock file %s: %w", path, err)
 	}
-	return &ownerLock{f: f, owner: me}, nil
+	return &ownerLock{f: f, owner: me, prev: prev}, nil
 }
 
 // decodeOwner parses a lock file's content.

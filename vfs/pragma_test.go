@@ -1,13 +1,13 @@
 package vfs
 
 import (
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestJournalModeRefused(t *testing.T) {
@@ -41,17 +41,13 @@ func TestJournalModeRefused(t *testing.T) {
 }
 
 func TestStatusPragma(t *testing.T) {
-	v := newVFS(t, Config{})
+	// Publishing only on request (and the publisher's first cycle).
+	v := newVFS(t, Config{CheckpointInterval: time.Hour, PublishBytes: -1})
 	path := filepath.Join(t.TempDir(), "status.db")
 	db := openDB(t, v, path)
 	mustExec(t, db, "CREATE TABLE t(a)")
-	status := func() Status {
-		var s Status
-		if err := json.Unmarshal([]byte(queryString(t, db, "PRAGMA bop_status")), &s); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	status := func() Status { return statusOf(t, db) }
+	waitUntil(t, "the first publish", func() bool { s := status(); return s.PublishedTxid >= 1 && !s.Publishing })
 	s0 := status()
 	for i := 0; i < 5; i++ {
 		mustExec(t, db, "INSERT INTO t VALUES (?)", i)
@@ -66,13 +62,13 @@ func TestStatusPragma(t *testing.T) {
 	if s.Mode != "primary" || s.Durability != "async" || s.Name != "status.db" || s.Tenant != "default" || s.Origin != "new" {
 		t.Fatalf("status %+v", s)
 	}
-	if s.PublishedTxid != 0 || s.LagTxns != s.Txid || s.SpoolBytes <= 0 || s.LagSeconds <= 0 {
+	if s.PublishedTxid >= s.Txid || s.LagTxns != s.Txid-s.PublishedTxid || s.SpoolBytes <= 0 || s.LagSeconds <= 0 || s.LastPublish.IsZero() {
 		t.Fatalf("status %+v", s)
 	}
 	if !strings.Contains(s.Owner, "pid "+strconv.Itoa(os.Getpid())) || !strings.HasPrefix(s.Remote, "file://") {
 		t.Fatalf("status %+v", s)
 	}
-	if s.Publisher == "running" || s.RemoteError != "" || s.CaptureError != "" || s.Backpressure != "" {
+	if s.Publisher != "running" || s.Fenced || s.RemoteError != "" || s.CaptureError != "" || s.Backpressure != "" || s.PublishError != "" {
 		t.Fatalf("status %+v", s)
 	}
 	vs, err := v.Status(path)
@@ -83,9 +79,12 @@ func TestStatusPragma(t *testing.T) {
 		t.Fatalf("status of a database not open: %v", err)
 	}
 
-	_, err = db.Exec("PRAGMA bop_checkpoint")
-	if err == nil || !strings.Contains(err.Error(), ErrNotAvailable.Error()) {
-		t.Fatalf("bop_checkpoint: %v, want not available", err)
+	// bop_checkpoint publishes everything and returns the boundary.
+	if got := queryString(t, db, "PRAGMA bop_checkpoint"); got != strconv.FormatUint(s.Txid, 10) {
+		t.Fatalf("bop_checkpoint returned %s, want %d", got, s.Txid)
+	}
+	if s := status(); s.PublishedTxid != s.Txid || s.LagTxns != 0 || s.LagSeconds != 0 {
+		t.Fatalf("status after bop_checkpoint: %+v", s)
 	}
 	if _, err := db.Exec("PRAGMA bop_nonsense"); err == nil || !strings.Contains(err.Error(), "unknown pragma bop_nonsense") {
 		t.Fatalf("bop_nonsense: %v", err)

@@ -35,6 +35,9 @@ func TestHelperProcess(t *testing.T) {
 		t.Skip("helper process only")
 	}
 	path := os.Getenv("BOP_VFS_PATH")
+	if mode == "repl" || mode == "commit" {
+		publishingChild(mode, path) // exits
+	}
 	v, err := Register("bophelper", Config{})
 	if err != nil {
 		fmt.Println("error", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/bopstore/bop/internal/testutil"
 	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
+	"github.com/bopstore/bop/remote/fault"
 	"github.com/bopstore/bop/remote/s3store"
 	"github.com/bopstore/bop/wal"
 )
@@ -50,19 +51,12 @@ func TestUnreachableRemoteAsync(t *testing.T) {
 	checkReplay(t, v, path, db)
 }
 
-func TestSyncDurabilityRefused(t *testing.T) {
-	_, err := Register("bopsync", Config{Durability: Sync})
-	if !errors.Is(err, ErrNotAvailable) {
-		t.Fatalf("sync durability: %v, want ErrNotAvailable", err)
-	}
-}
-
 // A damaged record in the spool (confirmed, so it cannot be a torn tail)
 // fails the open with an error naming the segment file and the txid.
 func TestCorruptSpoolRefused(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "corrupt.db")
-	bopDatabase(t, path) // txid 1: page 1 (direct), then CREATE, INSERT
+	bopDatabaseWith(t, path, offline(Config{})) // txid 1: page 1 (direct), then CREATE, INSERT; nothing published
 	spoolDir := filepath.Join(path+"-bop", "spool")
 	names, _ := filepath.Glob(filepath.Join(spoolDir, "*.seg"))
 	if len(names) != 1 {
@@ -103,7 +97,8 @@ func TestCorruptSpoolRefused(t *testing.T) {
 
 // The first open asks a real S3 server (versitygw, via scripts/test.sh)
 // whether it has the database: no, so it opens with the remote checked;
-// yes (another node created it), so it is refused.
+// yes (another node created it): an adoption is refused, an empty file
+// needs the writer role, which the other node's lease keeps.
 func TestS3RemoteAtFirstOpen(t *testing.T) {
 	srv := testutil.S3Server(t)
 	prefix := fmt.Sprintf("vfs-test/%d", time.Now().UnixNano())
@@ -142,9 +137,17 @@ func TestS3RemoteAtFirstOpen(t *testing.T) {
 	if _, err := w.Takeover(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	taken := openDB(t, v, filepath.Join(t.TempDir(), "taken.db"))
+	// A file with data: adoption would fork the store's history.
+	takenPath := filepath.Join(t.TempDir(), "taken.db")
+	plainDatabase(t, takenPath, 1)
+	taken := openDB(t, v, takenPath)
 	if _, err := taken.Exec("SELECT 1"); !errors.Is(err, ErrRemoteHasDatabase) {
-		t.Fatalf("open of a name the S3 store has: %v, want ErrRemoteHasDatabase", err)
+		t.Fatalf("adoption of a name the S3 store has: %v, want ErrRemoteHasDatabase", err)
+	}
+	// An empty one opens from the store, which other-node owns.
+	empty := openDB(t, v, filepath.Join(t.TempDir(), "taken.db"))
+	if _, err := empty.Exec("SELECT 1"); !errors.Is(err, ErrOwnedElsewhere) {
+		t.Fatalf("open of a name the S3 store has, owned by other-node: %v, want ErrOwnedElsewhere", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -155,4 +158,43 @@ func TestS3RemoteAtFirstOpen(t *testing.T) {
 			store.Delete(ctx, k)
 		}
 	})
+}
+
+// An async database whose store is down when it opens: the open succeeds,
+// commits go on locally, the status shows the store's error; once the
+// store is back the publisher takes the writer role and publishes
+// everything. With sync durability the same open fails clearly.
+func TestStoreDownAtOpen(t *testing.T) {
+	var fs *fault.Store
+	cfg := Config{CheckpointInterval: 20 * time.Millisecond}
+	cfg.wrapStore = func(s remote.Store) remote.Store {
+		fs = fault.New(s, fault.Config{})
+		fs.SetOutage(true)
+		return fs
+	}
+	v := newVFS(t, cfg)
+	path := filepath.Join(t.TempDir(), "down.db")
+	db := openDB(t, v, path)
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(a)")
+	mustExec(t, db, "INSERT INTO t VALUES (1), (2)")
+	s := statusOf(t, db)
+	if s.RemoteError == "" || s.PublishedTxid != 0 || s.Txid < 3 || s.Publisher != "running" {
+		t.Fatalf("status with the store down: %+v", s)
+	}
+	fs.SetOutage(false)
+	waitUntil(t, "publishing after the store came back", func() bool {
+		s := statusOf(t, db)
+		return s.PublishedTxid == s.Txid && s.RemoteError == ""
+	})
+	mustExec(t, db, "INSERT INTO t VALUES (3)")
+	checkReplay(t, v, path, db)
+
+	sync := cfg
+	sync.Durability = Sync
+	vs := newVFS(t, sync)
+	sdb := openDB(t, vs, filepath.Join(t.TempDir(), "down-sync.db"))
+	if _, err := sdb.Exec("SELECT 1"); err == nil || !strings.Contains(err.Error(), "durability is sync") {
+		t.Fatalf("sync open with the store down: %v, want a clear error", err)
+	}
 }

@@ -23,22 +23,44 @@ type Status struct {
 	Origin     string `json:"origin"` // new, adopted, takeover
 	// Txid is the newest transaction captured into the spool.
 	Txid uint64 `json:"txid"`
-	// PublishedTxid is the newest published transaction (0 until the
-	// publisher exists); LagTxns = Txid - PublishedTxid.
+	// PublishedTxid is the newest published transaction; LagTxns =
+	// Txid - PublishedTxid.
 	PublishedTxid uint64 `json:"published_txid"`
 	LagTxns       uint64 `json:"lag_txns"`
 	// LagSeconds is how long the oldest unpublished transaction has been
-	// waiting, counted from when this process first saw it.
+	// waiting, counted from its commit in this process.
 	LagSeconds float64 `json:"lag_seconds"`
-	SpoolBytes int64   `json:"spool_bytes"`
-	SpoolLimit int64   `json:"spool_limit"` // 0: none
-	CacheBytes int64   `json:"cache_bytes"`
-	// Owner is this process: pid, host, writer id, start time.
-	Owner string `json:"owner"`
+	// LastPublish is when this process last published (zero: never).
+	LastPublish time.Time `json:"last_publish,omitzero"`
+	// Publishing is true while a publish is in progress; Job and JobState
+	// name its durable job.
+	Publishing bool   `json:"publishing"`
+	Job        string `json:"job,omitempty"`
+	JobState   string `json:"job_state,omitempty"`
+	// PublishError is the error of the last publish attempt (empty after
+	// a good one).
+	PublishError string `json:"publish_error,omitempty"`
+	// Fenced: another writer took the database over; commits fail with
+	// ErrFenced, reads work. Reopening quarantines and rebuilds.
+	Fenced bool `json:"fenced"`
+	// Halted: publishing stopped for good for another reason (reopen).
+	Halted string `json:"halted,omitempty"`
+	// LagWaits counts commits that waited for publishing to catch up
+	// (async, past MaxLag).
+	LagWaits   uint64 `json:"lag_waits"`
+	SpoolBytes int64  `json:"spool_bytes"`
+	SpoolLimit int64  `json:"spool_limit"` // 0: none
+	CacheBytes int64  `json:"cache_bytes"`
+	// Owner is this process: pid, host, writer id, start time; Writer its
+	// writer id in the store's log.
+	Owner  string `json:"owner"`
+	Writer string `json:"writer"`
 	// TSeed is the boundary the image was created at; ImageMissingPages
 	// the pages a sparse image still reads from the remote (0: complete).
 	TSeed             uint64 `json:"t_seed"`
 	ImageMissingPages uint32 `json:"image_missing_pages"`
+	// Quarantine is the folder this open moved stale local state to.
+	Quarantine string `json:"quarantine,omitempty"`
 	// Backpressure says why commits wait, if they do.
 	Backpressure string `json:"backpressure,omitempty"`
 	// RemoteError is the last error talking to the remote, if any.
@@ -46,7 +68,7 @@ type Status struct {
 	// CaptureError is the error that stopped capture, if any (every
 	// write fails until the database is reopened).
 	CaptureError string `json:"capture_error,omitempty"`
-	// Publisher is "running", or why there is none.
+	// Publisher is "running", "fenced", "halted", or why there is none.
 	Publisher string `json:"publisher"`
 }
 
@@ -57,8 +79,11 @@ func (d *database) status() Status {
 		Mode: "primary", Durability: d.cfg.Durability.String(), Path: d.path,
 		Tenant: d.layout.Tenant, Name: d.layout.DB, Remote: redactURL(d.remoteURL), Origin: d.meta.Origin,
 		Txid: sp.LastTxid, SpoolBytes: sp.Bytes, SpoolLimit: sp.MaxBytes,
-		Owner: d.owner.owner.String(), TSeed: d.meta.TSeed,
-		Publisher: "not available in this build",
+		Owner: d.owner.owner.String(), Writer: d.owner.owner.Writer, TSeed: d.meta.TSeed, LagWaits: d.lagWaits.Load(),
+		Publisher: "not started (a new database starts it once its first page exists)",
+	}
+	if d.readOnly {
+		st.Publisher = "none (opened read-only)"
 	}
 	if sp.Blocked {
 		st.Backpressure = sp.Reason
@@ -72,48 +97,66 @@ func (d *database) status() Status {
 	if d.img != nil {
 		st.ImageMissingPages = d.img.Missing()
 	}
-	var pubErr error
-	if d.pub != nil {
+	d.roleMu.Lock()
+	if d.startErr != nil {
+		st.Publisher = "not started: " + d.startErr.Error()
+	}
+	d.roleMu.Unlock()
+	pub := d.pub.Load()
+	if pub != nil {
+		ps := pub.Status()
 		st.Publisher = "running"
-		st.PublishedTxid, pubErr = d.pub.Published()
+		st.PublishedTxid, st.LastPublish, st.Publishing = ps.PublishedTxid, ps.LastPublish, ps.Running
+		st.Job, st.JobState = ps.Job, string(ps.JobState)
+		if ps.Job == "" {
+			st.JobState = ""
+		}
+		if ps.LastError != nil {
+			st.PublishError = ps.LastError.Error()
+		}
+		if ps.Halted != nil {
+			st.Publisher, st.Halted = "halted", ps.Halted.Error()
+		}
+		st.Fenced = ps.Fenced
+		st.LagSeconds = ps.Lag.Seconds()
+	}
+	if d.fenced() != nil {
+		st.Fenced = true
+	}
+	if st.Fenced {
+		st.Publisher = "fenced"
 	}
 	if st.Txid > st.PublishedTxid {
 		st.LagTxns = st.Txid - st.PublishedTxid
 	}
 	d.mu.Lock()
-	if st.LagTxns == 0 {
-		d.lagSince = time.Time{}
-	} else if d.lagSince.IsZero() {
-		d.lagSince = time.Now()
-	}
-	if !d.lagSince.IsZero() {
-		st.LagSeconds = time.Since(d.lagSince).Seconds()
+	if pub == nil {
+		if st.LagTxns == 0 {
+			d.lagSince = time.Time{}
+		} else if d.lagSince.IsZero() {
+			d.lagSince = time.Now()
+		}
+		if !d.lagSince.IsZero() {
+			st.LagSeconds = time.Since(d.lagSince).Seconds()
+		}
 	}
 	if d.remoteErr != nil {
 		st.RemoteError = d.remoteErr.Error()
 	}
+	st.Quarantine = d.quarantined
 	d.mu.Unlock()
-	if pubErr != nil && st.RemoteError == "" {
-		st.RemoteError = pubErr.Error()
-	}
-	st.CacheBytes = dirBytes(d.cacheDir())
+	st.CacheBytes = d.cacheUsed()
 	return st
 }
 
-// noteCommit records that a transaction was captured (for the lag).
+// noteCommit records that a transaction was captured while no publisher
+// runs (for the lag).
 func (d *database) noteCommit() {
 	d.mu.Lock()
 	if d.lagSince.IsZero() {
 		d.lagSince = time.Now()
 	}
 	d.mu.Unlock()
-}
-
-func (d *database) cacheDir() string {
-	if d.cfg.CacheDir != "" {
-		return d.cfg.CacheDir
-	}
-	return filepath.Join(d.dir, "cache")
 }
 
 // statusJSON is PRAGMA bop_status.

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
+	"github.com/bopstore/bop/quota"
 	"github.com/ncruces/go-sqlite3"
 	"github.com/ncruces/go-sqlite3/util/vfsutil"
 	"github.com/ncruces/go-sqlite3/vfs"
@@ -19,6 +21,9 @@ type VFS struct {
 	name string
 	cfg  Config
 	base vfs.VFS
+	// quota is the staging budget of every database of this VFS
+	// (Config.StagingBytes), one tenant (Config.Tenant).
+	quota *quota.Tenant
 
 	// Guarded by registry.mu.
 	closed       bool
@@ -46,7 +51,12 @@ func Register(name string, cfg Config) (*VFS, error) {
 		return nil, err
 	}
 	registerAutoExtension()
-	v := &VFS{name: name, cfg: cfg, base: vfs.Find("")}
+	pool := quota.NewPool(uint64(cfg.StagingBytes))
+	tenant, err := pool.NewTenant(cfg.Tenant, 0)
+	if err != nil {
+		return nil, fmt.Errorf("bop: staging quota: %w", err)
+	}
+	v := &VFS{name: name, cfg: cfg, base: vfs.Find(""), quota: tenant}
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
 	if vfs.Find(name) != nil {
@@ -117,7 +127,11 @@ func (v *VFS) openMain(name *vfs.Filename, flags vfs.OpenFlag) (vfs.File, vfs.Op
 			return nil, flags, sqlite3.CANTOPEN
 		}
 	}
-	d, err := v.acquire(path, openFlags{readOnly: flags&vfs.OPEN_READONLY != 0}, name.URIParameter("bop_name"))
+	force, err := uriBool(name.URIParameter("bop_force_takeover"))
+	if err != nil {
+		return nil, flags, vfs.SystemError(fmt.Errorf("bop: %s: bop_force_takeover: %w", path, err), sqlite3.CANTOPEN)
+	}
+	d, err := v.acquire(path, openFlags{readOnly: flags&vfs.OPEN_READONLY != 0, name: name.URIParameter("bop_name"), force: force})
 	if err != nil {
 		return nil, flags, vfs.SystemError(err, sqlite3.CANTOPEN)
 	}
@@ -173,4 +187,19 @@ func (v *VFS) Access(name string, flags vfs.AccessFlag) (bool, error) {
 // FullPathname implements vfs.VFS.
 func (v *VFS) FullPathname(name string) (string, error) {
 	return v.base.FullPathname(name)
+}
+
+// uriBool parses a boolean URI parameter as SQLite does (1, 0, true,
+// false, yes, no, on, off; absent: false).
+func uriBool(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "", "0", "false", "no", "off":
+		return false, nil
+	case "1", "true", "yes", "on":
+		return true, nil
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		return n != 0, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean", v)
 }

@@ -15,6 +15,12 @@ type walFile struct {
 }
 
 func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
+	if err := f.d.fenced(); err != nil {
+		// Another writer owns the database: no transaction may commit
+		// (SQLite rolls this one back). The code is ErrFenced's: it is
+		// what reaches the caller (see ErrFenced).
+		return 0, vfs.SystemError(err, fencedCode)
+	}
 	n, err := f.File.WriteAt(p, off)
 	if err != nil {
 		return n, err

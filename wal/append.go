@@ -21,6 +21,11 @@ type Appender struct {
 	err     error
 	ioErr   bool // err is a failed write: the spool stops
 	dirHash *xxhash.Digest
+	digest  xxhash.Digest // dirHash points here
+	// Header and trailer bytes: here, not on the stack, because writes go
+	// through an interface and would make a stack array escape.
+	hb [recHeaderSize]byte
+	tr [trailerSize]byte
 	// checkPgnos: verify at Commit that no pgno was added twice (for
 	// records built by other packages; capture builds them distinct).
 	checkPgnos bool
@@ -34,80 +39,91 @@ func (s *Spool) Begin(h RecordHeader) (*Appender, error) {
 	if err := s.WaitForSpace(); err != nil {
 		return nil, err
 	}
-	a, err := s.begin(h)
-	if a != nil {
-		a.checkPgnos = true
+	s.appendMu.Lock()
+	a := &Appender{}
+	if err := s.beginLocked(a, h); err != nil {
+		s.appendMu.Unlock()
+		return nil, err
 	}
-	return a, err
+	a.checkPgnos = true
+	return a, nil
 }
 
 // begin starts a record without waiting for space (capture waits before
 // taking its own lock, then appends unconditionally: a transaction SQLite
-// has committed is never refused).
+// has committed is never refused). The appender is the spool's own,
+// reused for every record (capture appends one record per commit and
+// never touches it after Commit or Abort): no allocation per commit.
 func (s *Spool) begin(h RecordHeader) (*Appender, error) {
 	s.appendMu.Lock()
-	a, err := s.beginLocked(h)
-	if err != nil {
+	a := &s.app
+	if err := s.beginLocked(a, h); err != nil {
 		s.appendMu.Unlock()
 		return nil, err
 	}
 	return a, nil
 }
 
-func (s *Spool) beginLocked(h RecordHeader) (*Appender, error) {
+// beginLocked starts a record in a (caller holds appendMu).
+func (s *Spool) beginLocked(a *Appender, h RecordHeader) error {
 	s.mu.Lock()
 	if err := s.usableLocked(); err != nil {
 		s.mu.Unlock()
-		return nil, err
+		return err
 	}
 	h.Txid = s.last + 1
 	if err := h.check(); err != nil {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("wal: append: %w", err)
+		return fmt.Errorf("wal: append: %w", err)
 	}
 	var g *segment
 	if n := len(s.segs); n > 0 && s.segs[n-1].size < s.opts.SegmentBytes {
 		g = s.segs[n-1]
 	}
 	var prev *segment
+	var prevSize int64
 	if g == nil && len(s.segs) > 0 {
 		prev = s.segs[len(s.segs)-1]
+		prevSize = prev.size
 	}
 	s.mu.Unlock()
 
 	if g == nil {
 		// Start a new segment. The previous one is fsynced first, so that
 		// only the active segment can ever hold unsynced records (Sync
-		// relies on it). The new file's directory entry is synced by the
-		// next Sync, before any record in it counts as synced.
+		// relies on it), after freeing the space reserved past its last
+		// record (segFile). The new file's directory entry is synced by
+		// the next Sync, before any record in it counts as synced.
 		if prev != nil {
+			if err := prev.f.Truncate(prevSize); err != nil {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return s.failLocked(fmt.Errorf("wal: trim spool segment %s: %w", prev.name, err))
+			}
 			if err := prev.f.Sync(); err != nil {
 				s.mu.Lock()
 				defer s.mu.Unlock()
-				return nil, s.failLocked(fmt.Errorf("wal: fsync spool segment %s: %w", prev.name, err))
+				return s.failLocked(fmt.Errorf("wal: fsync spool segment %s: %w", prev.name, err))
 			}
 		}
 		var err error
 		if g, err = s.createSegment(h.Txid); err != nil {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			return nil, s.failLocked(err)
+			return s.failLocked(err)
 		}
 	}
-	a := &Appender{s: s, g: g, hdr: h, start: g.size, pos: g.size, dirHash: xxhash.New()}
-	if cap(s.wbuf) < appendBufferSize {
-		s.wbuf = make([]byte, 0, appendBufferSize)
-	}
-	s.wbuf = s.wbuf[:0]
+	*a = Appender{s: s, g: g, hdr: h, start: g.size, pos: g.size}
+	a.digest.Reset()
+	a.dirHash = &a.digest
 	if need := int(h.NPages) * dirEntrySize; cap(s.dbuf) < need {
 		s.dbuf = make([]byte, 0, need)
 	}
 	s.dbuf = s.dbuf[:0]
-	var hb [recHeaderSize]byte
-	h.encode(hb[:])
-	a.dirHash.Write(hb[:])
-	a.write(hb[:])
-	return a, nil
+	h.encode(a.hb[:])
+	a.dirHash.Write(a.hb[:])
+	a.write(a.hb[:])
+	return nil
 }
 
 func (s *Spool) createSegment(first uint64) (*segment, error) {
@@ -123,7 +139,7 @@ func (s *Spool) createSegment(first uint64) (*segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("wal: write %s: %w", path, err)
 	}
-	g := &segment{name: name, first: first, f: f, size: segHeaderSize}
+	g := &segment{name: name, first: first, f: s.wrapSegment(f), size: segHeaderSize}
 	s.mu.Lock()
 	s.segs = append(s.segs, g)
 	s.addBytesLocked(segHeaderSize)
@@ -135,32 +151,8 @@ func (s *Spool) createSegment(first uint64) (*segment, error) {
 // Txid is the txid the record will have.
 func (a *Appender) Txid() uint64 { return a.hdr.Txid }
 
-// write appends b through the write buffer.
+// write appends b to the segment, through its buffer (segFile).
 func (a *Appender) write(b []byte) {
-	if a.err != nil {
-		return
-	}
-	s := a.s
-	if len(s.wbuf)+len(b) > cap(s.wbuf) {
-		a.flush()
-		if len(b) >= cap(s.wbuf)/2 {
-			// Big runs go straight from the caller's memory to the file:
-			// one copy (the kernel's) instead of two.
-			a.writeAt(b)
-			return
-		}
-	}
-	s.wbuf = append(s.wbuf, b...)
-}
-
-func (a *Appender) flush() {
-	if len(a.s.wbuf) > 0 {
-		a.writeAt(a.s.wbuf)
-		a.s.wbuf = a.s.wbuf[:0]
-	}
-}
-
-func (a *Appender) writeAt(b []byte) {
 	if a.err != nil {
 		return
 	}
@@ -252,11 +244,16 @@ func (a *Appender) Commit() (uint64, error) {
 	}
 	s := a.s
 	a.dirHash.Write(s.dbuf)
-	var tr [trailerSize]byte
-	encodeTrailer(tr[:], a.dirHash, a.n)
+	encodeTrailer(a.tr[:], a.dirHash, a.n)
 	a.write(s.dbuf)
-	a.write(tr[:])
-	a.flush()
+	a.write(a.tr[:])
+	if s.opts.BufferBytes == 0 && a.err == nil {
+		// Unbuffered spool: the record reaches the file system now.
+		if err := a.g.f.(*segFile).Flush(); err != nil {
+			a.err = fmt.Errorf("wal: write spool segment %s: %w", filepath.Join(s.dir, a.g.name), err)
+			a.ioErr = true
+		}
+	}
 	if a.err != nil {
 		a.Abort()
 		return 0, a.err
@@ -299,7 +296,6 @@ func (a *Appender) Abort() {
 	}
 	a.done = true
 	s := a.s
-	s.wbuf = s.wbuf[:0]
 	if err := a.g.f.Truncate(a.start); err != nil {
 		s.mu.Lock()
 		s.failLocked(fmt.Errorf("wal: cut aborted record from %s: %w", a.g.name, err))

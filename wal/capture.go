@@ -40,6 +40,18 @@ type CaptureOptions struct {
 	// Logf, if set, receives a line for unusual events (withdrawn
 	// transactions, reconciliation results).
 	Logf func(format string, args ...any)
+	// Coalesce, if > 0, lets consecutive small final transactions of one
+	// WAL generation share one spool record (the newest version of each
+	// page among them, up to Coalesce bytes of pages, held in memory on
+	// top of MemoryBytes) until something needs the spool current: a WAL
+	// sync, a checkpoint, SyncForPublish, the end of the generation, a
+	// rollback-mode transaction, Flush, Close. A spool txid then names a
+	// group of SQLite transactions, and Spool.LastHeader and Status do not
+	// show a group until it is appended: a caller that needs the txid of
+	// a commit right after it (to wait for its publish: sync durability)
+	// must call Flush first, or not coalesce. 0: one record per
+	// transaction. Why it is safe: coalesce.go.
+	Coalesce int
 }
 
 // Stats counts capture events (for tests, the status pragma and metrics).
@@ -58,6 +70,7 @@ type Stats struct {
 	Reconciled     uint64 // transactions captured from the WAL by reconciliation
 	ReconDropped   uint64 // unconfirmed spool records dropped by reconciliation
 	Spilled        uint64 // frames written to the spill file
+	Coalesced      uint64 // transactions that joined the ones before them in one record (Coalesce)
 }
 
 // Capture turns the stream of WAL writes SQLite makes for one database
@@ -84,14 +97,18 @@ type Stats struct {
 //     the WAL generation ended. A write at or below its frames withdraws it
 //     (SQLite rolled it back) and capture goes on with the next one.
 //   - Only final transactions are appended to the spool, in commit order,
-//     each with txid = previous + 1 (finalize).
+//     each with txid = previous + 1 (finalize), or with Coalesce several
+//     consecutive ones of a generation as one record (coalesce.go).
 //   - SQLite never writes at or below base; if it does, capture stops with
 //     ErrLost rather than guess (writeFrame).
-//   - The spool is fsynced after every successful WAL sync (never before
-//     it), and before a checkpoint copies the WAL into the database: a
-//     record may be durable in the spool ahead of its frames in the WAL
-//     only while it is above the persisted confirmed watermark, which
-//     reconciliation checks against the WAL (Sync, CheckpointStart).
+//   - The spool is fsynced after every successful WAL sync, and before a
+//     checkpoint copies the WAL into the database, each time with what
+//     coalescing holds appended first: a record may be durable in the
+//     spool ahead of its frames in the WAL only while it is above the
+//     persisted confirmed watermark, which reconciliation checks against
+//     the WAL (Sync, CheckpointStart). What is only in memory (coalesced,
+//     or in a buffered spool's segFile) is lost by a crash like an
+//     unsynced record by a power loss, and captured again from the WAL.
 //   - The confirmed watermark covers a record only once the WAL sync that
 //     made its frames durable started after they were written (durable).
 //   - Before a WAL generation can be discarded (restart, truncation,
@@ -128,7 +145,8 @@ type Capture struct {
 	store     *pageStore
 	buf       []byte // one page, scratch
 
-	prov            *provisional
+	prov            *provisional // nil or &provBuf
+	provBuf         provisional  // reused: no allocation per commit
 	lastFrameWriter *Conn
 	lastCommit      commitFrame // the last commit frame (settled or provisional): padding detection
 
@@ -143,6 +161,9 @@ type Capture struct {
 	directOwner *Conn
 
 	conns map[*Conn]struct{}
+
+	// Final transactions not yet appended (CaptureOptions.Coalesce).
+	pend pendingRecord
 
 	// scratch for finalize
 	keep  []uint64
@@ -233,18 +254,23 @@ func (c *Capture) failLocked(err error) error {
 	return err
 }
 
-// Close releases the capture's scratch files. Provisional transactions are
-// not spooled: the WAL still holds them, and reconciliation at the next
-// open captures those SQLite kept.
+// Close appends what coalescing holds (without syncing it) and releases
+// the capture's scratch files. Provisional transactions are not spooled:
+// the WAL still holds them, and reconciliation at the next open captures
+// those SQLite kept.
 func (c *Capture) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil
 	}
+	var err error
+	if c.failed == nil {
+		err = c.flushPendingLocked()
+	}
 	c.closed = true
 	c.store.close()
-	return nil
+	return err
 }
 
 // Conn is one SQLite connection's view of the capture: one per main

@@ -84,6 +84,9 @@ func (c *Capture) emitDirectLocked(cn *Conn) error {
 			return err
 		}
 	}
+	if err := c.flushPendingLocked(); err != nil {
+		return err
+	}
 	size, err := cn.main.Size()
 	if err != nil {
 		return c.failLocked(fmt.Errorf("wal: size of main database: %w", err))

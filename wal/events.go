@@ -47,6 +47,9 @@ func (c *Capture) endGenerationLocked(next *[walHeaderSize]byte) error {
 			return err
 		}
 	}
+	if err := c.flushPendingLocked(); err != nil {
+		return err
+	}
 	var ended *[walHeaderSize]byte
 	if c.hdrValid {
 		old := c.hdr.raw
@@ -100,6 +103,9 @@ func (c *Capture) confirmTargetLocked() uint64 {
 // persistConfirmedLocked fsyncs the spool and raises the persisted
 // confirmed watermark as far as the WAL's durability allows.
 func (c *Capture) persistConfirmedLocked() error {
+	if err := c.flushPendingLocked(); err != nil {
+		return err
+	}
 	if err := c.spool.persist(c.confirmTargetLocked(), nil, nil); err != nil {
 		return c.failLocked(err)
 	}
@@ -145,8 +151,13 @@ func (cn *Conn) Sync(do func() error) error {
 		if ferr := c.finalizeLocked(); ferr != nil {
 			return ferr
 		}
-		c.markDurableLocked(gen, frame)
 	}
+	// The spool is made current (coalesced transactions appended) and
+	// then synced.
+	if ferr := c.flushPendingLocked(); ferr != nil {
+		return ferr
+	}
+	c.markDurableLocked(gen, frame)
 	if serr := c.spool.Sync(); serr != nil {
 		return c.failLocked(serr)
 	}
@@ -250,6 +261,10 @@ func (cn *Conn) CheckpointStart() error {
 			return err
 		}
 	}
+	if err := c.flushPendingLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	var h WALFile
 	gen, frame := c.genSeq, c.written
 	if len(c.unconfirmed) > 0 {
@@ -282,6 +297,10 @@ func (cn *Conn) CheckpointDone() {
 func (c *Capture) SyncForPublish() (uint64, error) {
 	c.mu.Lock()
 	if err := c.usableLocked(); err != nil {
+		c.mu.Unlock()
+		return 0, err
+	}
+	if err := c.flushPendingLocked(); err != nil {
 		c.mu.Unlock()
 		return 0, err
 	}

@@ -10,12 +10,22 @@ func (c *Capture) finalizeLocked() error {
 		return nil
 	}
 	id := WALIdentity{Salt1: c.hdr.salt1, Salt2: c.hdr.salt2, Frame: P.commit, Cksum: P.ck}
-	txid, err := c.appendFramesLocked(P.first, P.commit, P.dbPages, id)
+	merged, err := c.coalesceLocked(P.first, P.commit, P.dbPages, id)
 	if err != nil {
 		return c.failLocked(err)
 	}
+	if !merged {
+		// Records stay in commit order: what coalescing holds goes first.
+		if err := c.flushPendingLocked(); err != nil {
+			return err
+		}
+		txid, err := c.appendFramesLocked(P.first, P.commit, P.dbPages, id)
+		if err != nil {
+			return c.failLocked(err)
+		}
+		c.unconfirmed = append(c.unconfirmed, pendingConfirm{txid: txid, gen: c.genSeq, frame: P.commit})
+	}
 	c.stats.Commits++
-	c.unconfirmed = append(c.unconfirmed, pendingConfirm{txid: txid, gen: c.genSeq, frame: P.commit})
 	c.prov = nil
 	return c.settleLocked(P.end)
 }
@@ -25,7 +35,7 @@ func (c *Capture) finalizeLocked() error {
 // dbPages dropped.
 func (c *Capture) appendFramesLocked(first, last, dbPages uint32, id WALIdentity) (uint64, error) {
 	if testHookAppend != nil {
-		testHookAppend(c.hdr, first, last, c.spool.last+1)
+		testHookAppend(c.hdr, first, last, c.spool.lastTxid()+1, false)
 	}
 	n := int(last - first + 1)
 	s0 := int(first - c.storeBase)
@@ -42,8 +52,10 @@ func (c *Capture) appendFramesLocked(first, last, dbPages uint32, id WALIdentity
 }
 
 // testHookAppend, set by tests, sees every WAL transaction before it is
-// spooled: the generation's header, its frame range and its txid.
-var testHookAppend func(h walHeader, first, last uint32, txid uint64)
+// spooled: the generation's header, its frame range and its txid; merge
+// is true when it joins the transactions before it in one record
+// (coalescing).
+var testHookAppend func(h walHeader, first, last uint32, txid uint64, merge bool)
 
 // markNewest sets bit i of c.keep for the newest version of each page
 // among n entries (pgno(i)), skipping pages beyond dbPages.

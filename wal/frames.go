@@ -252,7 +252,8 @@ func (c *Capture) extendChainLocked(cn *Conn, upto uint32, inHand []byte) error 
 			}
 			continue
 		}
-		c.prov = &provisional{first: c.base + 1, commit: j, end: j, writer: cn, dbPages: m.hdr.commit(), ck: ck}
+		c.provBuf = provisional{first: c.base + 1, commit: j, end: j, writer: cn, dbPages: m.hdr.commit(), ck: ck}
+		c.prov = &c.provBuf
 		c.lastCommit.valid = true
 		c.lastCommit.pgno, c.lastCommit.commit = m.hdr.pgno(), m.hdr.commit()
 		c.lastCommit.page = append(c.lastCommit.page[:0], page...)

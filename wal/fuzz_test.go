@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bopstore/bop/internal/walgen"
@@ -22,6 +23,9 @@ type memFS struct {
 	mu    sync.Mutex
 	files map[string]*memFile
 	order []string // paths in creation order
+	// frozen fails every write: a crashed process writes nothing more
+	// (what a buffered spool still held in memory is lost).
+	frozen atomic.Bool
 }
 
 type memFile struct {
@@ -29,7 +33,10 @@ type memFile struct {
 	data []byte
 }
 
-type memHandle struct{ f *memFile }
+type memHandle struct {
+	f *memFile
+	m *memFS
+}
 
 func newMemFS() *memFS { return &memFS{files: map[string]*memFile{}} }
 
@@ -55,7 +62,7 @@ func (m *memFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) 
 	} else if flag&os.O_TRUNC != 0 {
 		f.data = nil
 	}
-	return memHandle{f}, nil
+	return memHandle{f, m}, nil
 }
 
 func (m *memFS) Remove(name string) error {
@@ -101,6 +108,9 @@ func (h memHandle) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (h memHandle) WriteAt(p []byte, off int64) (int, error) {
+	if h.m.frozen.Load() {
+		return 0, errors.New("process crashed")
+	}
 	h.f.mu.Lock()
 	defer h.f.mu.Unlock()
 	if end := off + int64(len(p)); end > int64(len(h.f.data)) {
@@ -111,6 +121,9 @@ func (h memHandle) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (h memHandle) Truncate(size int64) error {
+	if h.m.frozen.Load() {
+		return errors.New("process crashed")
+	}
 	h.f.mu.Lock()
 	defer h.f.mu.Unlock()
 	if size < int64(len(h.f.data)) {
@@ -147,7 +160,7 @@ type oracle struct {
 	dbSize map[uint64]uint32
 }
 
-func (o *oracle) check(h walHeader, first, last uint32, txid uint64) {
+func (o *oracle) check(h walHeader, first, last uint32, txid uint64, merge bool) {
 	data := o.shadow.Data
 	ps := int(h.pageSize)
 	fsz := 24 + ps
@@ -188,6 +201,17 @@ func (o *oracle) check(h walHeader, first, last uint32, txid uint64) {
 	for p := range pages {
 		if p > dbSize {
 			delete(pages, p)
+		}
+	}
+	if merge {
+		// Coalesced with the transactions before it: the record holds
+		// the newest version of each page of the group, as replaying
+		// them one by one leaves it (a shrink cuts earlier versions).
+		prev := o.want[txid]
+		for p, b := range prev {
+			if _, ok := pages[p]; !ok && p <= dbSize {
+				pages[p] = b
+			}
 		}
 	}
 	o.want[txid] = pages
@@ -292,12 +316,20 @@ func runCaptureFuzz(t *testing.T, in []byte) int {
 	var sp *Spool
 	var c *Capture
 	var conns [2]*Conn
+	// Half the inputs run with the spool's appends buffered in memory
+	// (SpoolOptions.BufferBytes, as the VFS does; small, so that records
+	// also straddle buffer writes).
+	buffer := []int{0, 700}[len(in)%2]
+	// A third run with small transactions coalesced into shared records
+	// (CaptureOptions.Coalesce), a third with larger ones and a small
+	// bound, a third without.
+	coalesce := []int{0, 64 << 10, 8 << 10}[len(in)/2%3]
 	open := func() bool {
 		var err error
-		if sp, err = OpenSpool(filepath.Join(dir, "spool"), SpoolOptions{FS: mfs}); err != nil {
+		if sp, err = OpenSpool(filepath.Join(dir, "spool"), SpoolOptions{FS: mfs, BufferBytes: buffer}); err != nil {
 			t.Fatal(err)
 		}
-		c, _ = NewCapture(sp, CaptureOptions{MemoryBytes: 4 * ps, Adopt: true})
+		c, _ = NewCapture(sp, CaptureOptions{MemoryBytes: 4 * ps, Adopt: true, Coalesce: coalesce})
 		conns[0], conns[1] = c.NewConn(fuzzMain{}), c.NewConn(fuzzMain{})
 		if err := conns[0].AttachWAL(o.shadow); err != nil {
 			// A WAL reconciliation refuses (bad or unknown) is fine:
@@ -421,8 +453,12 @@ func runCaptureFuzz(t *testing.T, in []byte) int {
 			o.shadow.Write(p, w.FrameOffset(idx)+24)
 			conns[conn].Write(p, w.FrameOffset(idx)+24)
 		case 13: // crash and reopen: reconciliation
+			// The process dies: appends still in the spool's buffer are
+			// lost (the WAL, in the page cache, survives).
+			mfs.frozen.Store(true)
 			c.Close()
 			sp.Close()
+			mfs.frozen.Store(false)
 			if !open() {
 				// Refused: close and start on a fresh WAL.
 				c.Close()

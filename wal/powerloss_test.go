@@ -19,34 +19,49 @@ import (
 // and WAL agreeing on every transaction SQLite still has: the replay of the
 // spool equals the database, no transaction is spooled twice, and every
 // transaction confirmed for publishing before the crash survives in both.
+//
+// With buffering (SpoolOptions.BufferBytes, what the VFS runs with)
+// records also sit in process memory until the spool syncs, and with
+// coalescing (CaptureOptions.Coalesce) final transactions wait in memory
+// to share a record: the crash loses both.
 func TestPowerLoss(t *testing.T) {
 	for _, mode := range []crashfs.Mode{crashfs.LoseUnsynced, crashfs.KeepUnsynced, crashfs.RandomSubset} {
 		for _, syncMode := range []string{"normal", "full"} {
-			t.Run(fmt.Sprintf("%s,sync=%s", mode, syncMode), func(t *testing.T) {
-				powerLoss(t, mode, syncMode, 1, 2, 12)
-			})
-		}
-	}
-}
-
-func TestHeavyPowerLoss(t *testing.T) {
-	testutil.Heavy(t)
-	for _, mode := range []crashfs.Mode{crashfs.LoseUnsynced, crashfs.KeepUnsynced, crashfs.RandomSubset} {
-		for _, syncMode := range []string{"normal", "full"} {
-			for seed := uint64(1); seed <= 6; seed++ {
-				t.Run(fmt.Sprintf("%s,sync=%s,seed=%d", mode, syncMode, seed), func(t *testing.T) {
-					powerLoss(t, mode, syncMode, seed, 4, 40)
+			for _, o := range []lossOpts{{}, {buffer: 3000}, {buffer: 3000, coalesce: 1 << 20}} {
+				t.Run(fmt.Sprintf("%s,sync=%s,%s", mode, syncMode, o), func(t *testing.T) {
+					powerLoss(t, mode, syncMode, o, 1, 2, 12)
 				})
 			}
 		}
 	}
 }
 
-func powerLoss(t *testing.T, mode crashfs.Mode, syncMode string, seed uint64, rounds, maxTxns int) {
+// lossOpts are the buffering options a crash test runs with.
+type lossOpts struct{ buffer, coalesce int }
+
+func (o lossOpts) String() string { return fmt.Sprintf("buffer=%d,coalesce=%d", o.buffer, o.coalesce) }
+
+func TestHeavyPowerLoss(t *testing.T) {
+	testutil.Heavy(t)
+	for _, mode := range []crashfs.Mode{crashfs.LoseUnsynced, crashfs.KeepUnsynced, crashfs.RandomSubset} {
+		for _, syncMode := range []string{"normal", "full"} {
+			for seed := uint64(1); seed <= 6; seed++ {
+				o := []lossOpts{{}, {buffer: 3000}, {buffer: 256 << 10, coalesce: 4 << 20}, {coalesce: 64 << 10}}[seed%4]
+				t.Run(fmt.Sprintf("%s,sync=%s,%s,seed=%d", mode, syncMode, o, seed), func(t *testing.T) {
+					powerLoss(t, mode, syncMode, o, seed, 4, 40)
+				})
+			}
+		}
+	}
+}
+
+func powerLoss(t *testing.T, mode crashfs.Mode, syncMode string, o lossOpts, seed uint64, rounds, maxTxns int) {
 	rng := rand.New(rand.NewPCG(seed, uint64(mode)*7+uint64(len(syncMode))))
 	tr := crashfs.New()
 	v, name := newVFS(t, tr, nil)
 	e := newEnv(t, t.TempDir(), v, name, crashFS{crashfs.FS{T: tr}})
+	e.sopts.BufferBytes = o.buffer
+	e.copts.Coalesce = o.coalesce
 	pragmas := []string{"journal_mode(wal)", "synchronous(" + syncMode + ")", "cache_size(20)", "wal_autocheckpoint(200)"}
 
 	published := map[int]bool{} // rows committed before a SyncForPublish that succeeded

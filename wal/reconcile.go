@@ -307,7 +307,7 @@ func (c *Capture) captureFromWAL(f WALFile, scan *walScan, start uint32) error {
 // appendFromWAL spools frames first..last of f as one transaction.
 func (c *Capture) appendFromWAL(f WALFile, h *walHeader, first, last, dbPages uint32, id WALIdentity) error {
 	if testHookAppend != nil {
-		testHookAppend(*h, first, last, c.spool.last+1)
+		testHookAppend(*h, first, last, c.spool.lastTxid()+1, false)
 	}
 	n := int(last - first + 1)
 	ps := int(h.pageSize)

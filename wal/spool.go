@@ -29,6 +29,15 @@ type SpoolOptions struct {
 	// (default 64 MiB, and at most an eighth of MaxBytes so that truncation
 	// can free space in steps).
 	SegmentBytes int64
+	// BufferBytes, if > 0, lets appended records collect in memory (up to
+	// this many bytes) until the spool syncs, reads, starts a new segment
+	// or the buffer fills, instead of writing each record to its segment
+	// file at Commit. Many small records then cost one write call, not one
+	// each. A record only in the buffer is lost by a process crash as an
+	// unsynced one is by a power loss (see segFile for why capture is
+	// safe with it); a caller that appends records found nowhere else
+	// must Sync them. 0: every record is written at its Commit.
+	BufferBytes int
 }
 
 // SpoolStatus is a snapshot of the spool's state.
@@ -110,8 +119,8 @@ type Spool struct {
 	closed    bool
 	err       error // sticky: a write or fsync failed
 
-	wbuf []byte // appender write buffer, reused
-	dbuf []byte // appender directory buffer, reused
+	app  Appender // capture's appender (begin), reused
+	dbuf []byte   // appender directory buffer, reused
 
 	// Lock-free mirrors for WaitForSpace's fast path (every WAL write
 	// calls it): bytes, and whether the spool stopped (closed or failed).
@@ -126,8 +135,19 @@ func (s *Spool) addBytesLocked(d int64) {
 
 const (
 	defaultSegmentBytes = 64 << 20
-	appendBufferSize    = 256 << 10
+	// appendBufferSize is the segment write buffer of an unbuffered spool
+	// (BufferBytes 0): it makes each record one write call.
+	appendBufferSize = 256 << 10
 )
+
+// wrapSegment puts a segment file behind its write buffer (segFile).
+func (s *Spool) wrapSegment(f File) File {
+	n := s.opts.BufferBytes
+	if n <= 0 {
+		n = appendBufferSize
+	}
+	return newSegFile(f, n, min(preallocBytes, s.opts.SegmentBytes))
+}
 
 // OpenSpool opens (creating if needed) the spool in dir. It verifies every
 // segment: a record that fails its checksum at or below the confirmed
@@ -194,7 +214,7 @@ func (s *Spool) load() error {
 		if err != nil {
 			return fmt.Errorf("wal: open %s: %w", path, err)
 		}
-		g := &segment{name: name, first: first, f: f}
+		g := &segment{name: name, first: first, f: s.wrapSegment(f)}
 		isLast := i == len(segNames)-1
 		// A segment wholly at or below the truncation point is left over
 		// from a Truncate that crashed after saving the state.
@@ -346,7 +366,23 @@ func (s *Spool) Close() error {
 	defer s.syncMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.closeFiles()
+	err := s.trimLocked()
+	if cerr := s.closeFiles(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// trimLocked frees the space reserved past the active segment's last
+// record (segFile), at Close.
+func (s *Spool) trimLocked() error {
+	if n := len(s.segs); n > 0 && s.err == nil {
+		g := s.segs[n-1]
+		if err := g.f.Truncate(g.size); err != nil {
+			return fmt.Errorf("wal: trim spool segment %s: %w", filepath.Join(s.dir, g.name), err)
+		}
+	}
+	return nil
 }
 
 func (s *Spool) closeFiles() error {
@@ -391,6 +427,13 @@ func (s *Spool) SetStart(txid uint64) error {
 	}
 	s.last, s.synced, s.lastHdr = txid, txid, RecordHeader{}
 	return nil
+}
+
+// lastTxid is the txid of the last record.
+func (s *Spool) lastTxid() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
 }
 
 // Dir returns the spool's directory.

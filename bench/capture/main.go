@@ -5,9 +5,13 @@
 //
 //	go run ./bench/capture                      # bulk insert: 200,000 rows of ~120 bytes, 1,000-row transactions
 //	go run ./bench/capture -workload=insert-index  # the same with a secondary index on a random column
+//	go run ./bench/capture -workload=autocommit # 10,000 autocommit inserts of one row (bench/vfs W2)
 //	go run ./bench/capture -workload=read       # 200,000 point selects on such a table
 //
-// WAL mode, synchronous=NORMAL. See bench/RESULTS-capture.md.
+// WAL mode, synchronous=NORMAL. The spool buffers appends as the VFS's
+// does (wal.SpoolOptions.BufferBytes, -buffer=0 to write each record at
+// its commit); -coalesce=N merges small transactions into shared records
+// (wal.CaptureOptions.Coalesce). See bench/RESULTS-capture.md.
 package main
 
 import (
@@ -22,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 
 	_ "github.com/ncruces/go-sqlite3/driver"
@@ -32,26 +37,44 @@ import (
 )
 
 const (
-	rows      = 200_000
-	batch     = 1_000
-	reads     = 200_000
-	readDBEnv = "BOP_BENCH_CAPTURE_READ_DB"
+	rows        = 200_000
+	batch       = 1_000
+	reads       = 200_000
+	autocommits = 10_000
+	readDBEnv   = "BOP_BENCH_CAPTURE_READ_DB"
 )
 
 // workload is parsed by the harness's flag.Parse in the parent; children
 // (which the harness runs without parsing flags) read it from os.Args.
-var workloadFlag = flag.String("workload", "insert", "insert, insert-index or read")
+var (
+	workloadFlag = flag.String("workload", "insert", "insert, insert-index, autocommit or read")
+	bufferFlag   = flag.Int("buffer", 256<<10, "the spool's SpoolOptions.BufferBytes (the VFS's: 256 KiB)")
+	coalesceFlag = flag.Int("coalesce", 0, "CaptureOptions.Coalesce: bytes of small transactions merged into one record (0: off)")
+)
 
-func workload() string {
+// arg returns the value of -name=value from the command line (children
+// do not parse flags), or def.
+func arg(name, def string) string {
 	for _, a := range os.Args[1:] {
-		if v, ok := strings.CutPrefix(a, "-workload="); ok {
+		if v, ok := strings.CutPrefix(a, "-"+name+"="); ok {
 			return v
 		}
-		if v, ok := strings.CutPrefix(a, "--workload="); ok {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
 			return v
 		}
 	}
-	return *workloadFlag
+	return def
+}
+
+func workload() string { return arg("workload", *workloadFlag) }
+
+func intArg(name string, def int) int {
+	n, err := strconv.Atoi(arg(name, strconv.Itoa(def)))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bad -%s: %v\n", name, err)
+		os.Exit(2)
+	}
+	return n
 }
 
 func main() {
@@ -66,7 +89,7 @@ func main() {
 	}
 	w := workload()
 	switch w {
-	case "insert", "insert-index", "read":
+	case "insert", "insert-index", "autocommit", "read":
 	default:
 		fmt.Fprintf(os.Stderr, "unknown workload %q\n", w)
 		os.Exit(2)
@@ -85,6 +108,7 @@ func main() {
 	title := map[string]string{
 		"insert":       "WAL capture + spool: bulk insert (200,000 rows of ~120 bytes, 1,000-row transactions, WAL, synchronous=NORMAL)",
 		"insert-index": "WAL capture + spool: bulk insert with a secondary index on a random column (same rows)",
+		"autocommit":   "WAL capture + spool: 10,000 autocommit inserts of one row (WAL, synchronous=NORMAL)",
 		"read":         "WAL capture + spool: 200,000 point selects by primary key",
 	}[w]
 	harness.Main(title, []harness.Variant{
@@ -114,10 +138,10 @@ func run(dir, w string, capture bool, vfsName string) (map[string]float64, error
 		v.Register(vfsName)
 		if capture {
 			var err error
-			if sp, err = wal.OpenSpool(filepath.Join(dir, "spool"), wal.SpoolOptions{}); err != nil {
+			if sp, err = wal.OpenSpool(filepath.Join(dir, "spool"), wal.SpoolOptions{BufferBytes: intArg("buffer", *bufferFlag)}); err != nil {
 				return nil, err
 			}
-			if c, err = wal.NewCapture(sp, wal.CaptureOptions{}); err != nil {
+			if c, err = wal.NewCapture(sp, wal.CaptureOptions{Coalesce: intArg("coalesce", *coalesceFlag)}); err != nil {
 				return nil, err
 			}
 			v.Attach(path, c)
@@ -139,9 +163,12 @@ func run(dir, w string, capture bool, vfsName string) (map[string]float64, error
 		return nil, err
 	}
 	db.SetMaxOpenConns(1)
-	if w == "read" {
+	switch w {
+	case "read":
 		err = readWorkload(db)
-	} else {
+	case "autocommit":
+		err = autocommitWorkload(db)
+	default:
 		err = insertWorkload(db, w == "insert-index")
 	}
 	if cerr := db.Close(); err == nil {
@@ -160,7 +187,11 @@ func run(dir, w string, capture bool, vfsName string) (map[string]float64, error
 		if os.Getenv("BOP_BENCH_STATS") != "" {
 			fmt.Fprintf(os.Stderr, "capture stats: %+v\nspool: %+v\n", st, ss)
 		}
+		if err := c.Flush(); err != nil {
+			return nil, err
+		}
 		extra["txns"] = float64(st.Commits + st.DirectTxns)
+		extra["records"] = float64(sp.Status().LastTxid)
 		extra["spool_MB"] = float64(ss.Bytes) / (1 << 20)
 		c.Close()
 		sp.Close()
@@ -196,6 +227,26 @@ func insertWorkload(db *sql.DB, index bool) error {
 		}
 		st.Close()
 		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// autocommitWorkload is bench/vfs W2: one-row transactions, each its own
+// commit (one WAL frame, one spool record).
+func autocommitWorkload(db *sql.DB) error {
+	if _, err := db.Exec("CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v TEXT)"); err != nil {
+		return err
+	}
+	st, err := db.Prepare("INSERT INTO t(k, v) VALUES (?, ?)")
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	text := strings.Repeat("0123456789", 10)
+	for i := 0; i < autocommits; i++ {
+		if _, err := st.Exec(i, text); err != nil {
 			return err
 		}
 	}

@@ -6,9 +6,14 @@
 //	go run ./bench/vfs -workload W2    10,000 autocommit inserts
 //	go run ./bench/vfs -workload R1    200,000 random point selects
 //	go run ./bench/vfs -workload R2    50 full scans
+//	go run ./bench/vfs -workload W1 -nopub   also bop with publishing deferred to close
 //
 // Each variant runs in its own child process (bench/harness), >= 10
-// interleaved repetitions, timing wall and process CPU. The read workloads
+// interleaved repetitions, timing wall and process CPU. The bop variant
+// uses a zero Config: async durability, publishing every second to the
+// embedded fs store next to the database; its extras report the publish
+// lag (age of the oldest unpublished transaction) sampled from
+// VFS.Status every 50 ms during the workload: lag_p99_s, lag_max_s. The read workloads
 // run on a 200,000-row database built once by the parent (not timed): a
 // plain copy and a bop copy (adopted), which the children open in place.
 package main
@@ -21,7 +26,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,16 +45,26 @@ const (
 	r2Scans   = 50
 )
 
-var workload = flag.String("workload", "W1", "W1, W2, R1 or R2")
+var (
+	workload = flag.String("workload", "W1", "W1, W2, R1 or R2")
+	// A third variant, bop-nopub: publishing only at close (interval of an
+	// hour, no early publish), to tell capture's cost from publishing's.
+	noPub = flag.Bool("nopub", false, "also run bop with publishing deferred to close")
+)
 
 func main() {
-	// Parse our flag before the harness does (it re-parses the same
-	// command line, children included).
-	flag.CommandLine.Init(os.Args[0], flag.ContinueOnError)
-	flag.CommandLine.SetOutput(io.Discard)
-	flag.CommandLine.Parse(os.Args[1:])
-	flag.CommandLine.Init(os.Args[0], flag.ExitOnError)
-	flag.CommandLine.SetOutput(os.Stderr)
+	// Parse our flags before the harness does (it re-parses the same
+	// command line, children included): its own flags are known here too,
+	// so that ours parse wherever they stand.
+	pre := flag.NewFlagSet(os.Args[0], flag.ContinueOnError)
+	pre.SetOutput(io.Discard)
+	pre.StringVar(workload, "workload", *workload, "")
+	pre.BoolVar(noPub, "nopub", false, "")
+	pre.Int("reps", 0, "")
+	pre.String("only", "", "")
+	pre.String("dir", "", "")
+	pre.String("json", "", "")
+	pre.Parse(os.Args[1:])
 
 	w := strings.ToUpper(*workload)
 	if os.Getenv("BOP_BENCH_CHILD") == "" && (w == "R1" || w == "R2") {
@@ -65,10 +82,17 @@ func main() {
 	if run == nil {
 		fail(fmt.Errorf("unknown workload %q", *workload))
 	}
-	harness.Main(title, []harness.Variant{
+	variants := []harness.Variant{
 		{Name: "plain-" + w, Baseline: true, Run: func(dir string) (map[string]float64, error) { return measure(run, dir, false) }},
 		{Name: "bop-" + w, Run: func(dir string) (map[string]float64, error) { return measure(run, dir, true) }},
-	})
+	}
+	if *noPub {
+		variants = append(variants, harness.Variant{Name: "bop-nopub-" + w, Run: func(dir string) (map[string]float64, error) {
+			bopConfig = bop.Config{CheckpointInterval: time.Hour, PublishBytes: -1}
+			return measure(run, dir, true)
+		}})
+	}
+	harness.Main(title, variants)
 }
 
 // The harness times the whole child process. Each workload also reports
@@ -80,8 +104,83 @@ var workStart, workEnd struct {
 	cpu  time.Duration
 }
 
-func startWork() { workStart.wall, workStart.cpu = time.Now(), cpuTime() }
-func endWork()   { workEnd.wall, workEnd.cpu = time.Now(), cpuTime() }
+func startWork() {
+	workStart.wall, workStart.cpu = time.Now(), cpuTime()
+	if bopVFS != nil {
+		lagSampler.start(bopVFS, bopPath)
+	}
+}
+
+func endWork() {
+	workEnd.wall, workEnd.cpu = time.Now(), cpuTime()
+	lagSampler.stop()
+}
+
+// The publish lag, sampled from VFS.Status (what PRAGMA bop_status
+// returns) every 50 ms while the workload runs: the age of the oldest
+// transaction not yet published.
+var (
+	bopConfig  bop.Config // zero: the default (async, publishing every second)
+	bopVFS     *bop.VFS
+	bopPath    string
+	lagSampler sampler
+)
+
+type sampler struct {
+	done    chan struct{}
+	wg      sync.WaitGroup
+	lags    []float64
+	lastErr string
+}
+
+func (s *sampler) start(v *bop.VFS, path string) {
+	s.done = make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.done:
+				return
+			case <-t.C:
+			}
+			st, err := v.Status(path)
+			if err != nil {
+				continue
+			}
+			s.lags = append(s.lags, st.LagSeconds)
+			if st.PublishError != "" {
+				s.lastErr = st.PublishError
+			}
+		}
+	}()
+}
+
+func (s *sampler) stop() {
+	if s.done == nil {
+		return
+	}
+	close(s.done)
+	s.wg.Wait()
+	s.done = nil
+}
+
+// extras are the lag's p99 and maximum over the samples.
+func (s *sampler) extras(m map[string]float64) {
+	if len(s.lags) == 0 {
+		return
+	}
+	sorted := append([]float64(nil), s.lags...)
+	sort.Float64s(sorted)
+	m["lag_p99_s"] = sorted[(len(sorted)*99)/100]
+	m["lag_max_s"] = sorted[len(sorted)-1]
+	m["lag_samples"] = float64(len(sorted))
+	if s.lastErr != "" {
+		fmt.Fprintln(os.Stderr, "bench/vfs: publish error seen:", s.lastErr)
+	}
+}
 
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -93,10 +192,13 @@ func measure(run func(string, bool) error, dir string, useBop bool) (map[string]
 	if err := run(dir, useBop); err != nil {
 		return nil, err
 	}
-	return map[string]float64{
+	m := map[string]float64{
 		"work_s":     workEnd.wall.Sub(workStart.wall).Seconds(),
 		"work_cpu_s": (workEnd.cpu - workStart.cpu).Seconds(),
-	}, nil
+	}
+	m["open_s"], m["close_s"] = openTime.Seconds(), closeTime.Seconds()
+	lagSampler.extras(m)
+	return m, nil
 }
 
 func fail(err error) {
@@ -123,9 +225,13 @@ func workloads(w string) (func(dir string, useBop bool) error, string) {
 func open(path string, useBop bool) (*sql.DB, error) {
 	dsn := "file:" + path + "?_pragma=journal_mode(wal)&_pragma=synchronous(normal)"
 	if useBop {
-		if _, err := bop.Register("bop", bop.Config{}); err != nil {
+		// The zero Config: async durability, publishing every second to
+		// the embedded store (a local directory, fsstore) next to the file.
+		v, err := bop.Register("bop", bopConfig)
+		if err != nil {
 			return nil, err
 		}
+		bopVFS, bopPath = v, path
 		dsn += "&vfs=bop"
 	}
 	db, err := sql.Open("sqlite3", dsn)
@@ -134,6 +240,25 @@ func open(path string, useBop bool) (*sql.DB, error) {
 	}
 	db.SetMaxOpenConns(1)
 	return db, db.Ping()
+}
+
+// open_s and close_s: the open (through the first statement: bop takes
+// the writer role there) and the close (bop's final publish and release
+// record).
+var openTime, closeTime time.Duration
+
+func timedOpen(path string, useBop bool) (*sql.DB, error) {
+	start := time.Now()
+	db, err := open(path, useBop)
+	openTime = time.Since(start)
+	return db, err
+}
+
+func timedClose(db *sql.DB) error {
+	start := time.Now()
+	err := db.Close()
+	closeTime = time.Since(start)
+	return err
 }
 
 var text = strings.Repeat("0123456789", 10) // 100 characters
@@ -166,7 +291,7 @@ func load(db *sql.DB) error {
 }
 
 func w1(dir string, useBop bool) error {
-	db, err := open(filepath.Join(dir, "w1.db"), useBop)
+	db, err := timedOpen(filepath.Join(dir, "w1.db"), useBop)
 	if err != nil {
 		return err
 	}
@@ -175,11 +300,11 @@ func w1(dir string, useBop bool) error {
 		return err
 	}
 	endWork()
-	return db.Close()
+	return timedClose(db)
 }
 
 func w2(dir string, useBop bool) error {
-	db, err := open(filepath.Join(dir, "w2.db"), useBop)
+	db, err := timedOpen(filepath.Join(dir, "w2.db"), useBop)
 	if err != nil {
 		return err
 	}
@@ -198,7 +323,7 @@ func w2(dir string, useBop bool) error {
 	}
 	st.Close()
 	endWork()
-	return db.Close()
+	return timedClose(db)
 }
 
 func fixture(useBop bool) string {
@@ -210,7 +335,7 @@ func fixture(useBop bool) string {
 }
 
 func r1(_ string, useBop bool) error {
-	db, err := open(fixture(useBop), useBop)
+	db, err := timedOpen(fixture(useBop), useBop)
 	if err != nil {
 		return err
 	}
@@ -229,11 +354,11 @@ func r1(_ string, useBop bool) error {
 	}
 	st.Close()
 	endWork()
-	return db.Close()
+	return timedClose(db)
 }
 
 func r2(_ string, useBop bool) error {
-	db, err := open(fixture(useBop), useBop)
+	db, err := timedOpen(fixture(useBop), useBop)
 	if err != nil {
 		return err
 	}
@@ -248,7 +373,7 @@ func r2(_ string, useBop bool) error {
 		}
 	}
 	endWork()
-	return db.Close()
+	return timedClose(db)
 }
 
 // buildFixtures creates the read workloads' database once: plain.db with

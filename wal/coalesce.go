@@ -1,0 +1,195 @@
+package wal
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Coalescing (CaptureOptions.Coalesce): consecutive final transactions of
+// one WAL generation are merged into one pending record (the newest
+// version of each page among them) that is appended to the spool only
+// when something needs the spool current. One-row autocommit transactions
+// rewrite the same few pages over and over; merged, a checkpoint cycle of
+// a thousand of them spools a few dozen pages instead of a thousand, and
+// the spool's copy, hash, write and fsync of every version go away.
+//
+// Why it is safe: a pending transaction is final (SQLite committed it) and
+// its frames are settled, exactly as if it had been appended to a buffered
+// spool (segFile) and not yet written: a process crash or power loss
+// loses it from the spool, never from the WAL while its generation lives,
+// and reconciliation captures it again (one record per transaction). It is
+// appended before anything the spool's durability rules depend on:
+//   - before every spool sync (Conn.Sync, and persist: CheckpointStart,
+//     SyncForPublish, a generation's end, a rollback-mode transaction),
+//     so the spool is current whenever it is fsynced, and records are
+//     confirmed only as before (its unconfirmed entry is its last commit
+//     frame, which the WAL sync must cover);
+//   - before any other record is appended (txids stay in commit order);
+//   - at Flush and Close.
+//
+// What changes: one spool txid names the group. The record's WAL identity
+// is its last transaction's commit frame (reconciliation keeps the record
+// only if the WAL still holds that frame, and the chained checksum proves
+// it holds every earlier one of the generation). A boundary inside a group
+// can never be published or restored: groups end at every WAL sync, so
+// with synchronous=FULL (a sync per commit) there is one transaction per
+// record; and pages dropped by a transaction that shrank the database are
+// dropped from the group, so replaying the group's record gives the
+// database as of its last transaction, as replaying each would.
+type pendingRecord struct {
+	n       int // transactions merged (0: nothing pending)
+	txid    uint64
+	gen     uint64
+	hdr     walHeader
+	first   uint32 // first frame of the group (for the test hook)
+	id      WALIdentity
+	dbPages uint32
+	ps      int
+	slots   map[uint32]int // pgno -> page slot in mem
+	free    []int          // slots of pages dropped by a shrink
+	nslots  int
+	mem     []byte
+	pgnos   []uint32 // scratch for flush
+}
+
+func (p *pendingRecord) bytes() int { return p.nslots * p.ps }
+
+// coalesceLocked merges the provisional transaction P (frames first..commit
+// in the store, keep marking the newest version of each page, count of
+// them) into the pending record. It reports false if P must be appended
+// on its own (coalescing is off, or P is large).
+func (c *Capture) coalesceLocked(first, commit, dbPages uint32, id WALIdentity) (bool, error) {
+	limit := c.opts.Coalesce
+	ps := int(c.hdr.pageSize)
+	if limit <= 0 {
+		return false, nil
+	}
+	n := int(commit - first + 1)
+	if n*ps > limit/16 {
+		return false, nil // a large transaction gains nothing from merging
+	}
+	s0 := int(first - c.storeBase)
+	pgno := func(i int) uint32 { return c.meta.at(s0 + i).hdr.pgno() }
+	keep, count := c.markNewest(n, pgno, dbPages)
+	p := &c.pend
+	if p.n > 0 && (p.gen != c.genSeq || p.ps != ps || p.bytes()+count*ps > limit) {
+		if err := c.flushPendingLocked(); err != nil {
+			return false, err
+		}
+	}
+	if p.n == 0 {
+		if p.ps != ps {
+			p.mem = nil
+		}
+		*p = pendingRecord{txid: c.spool.lastTxid() + 1, gen: c.genSeq, hdr: c.hdr, first: first, ps: ps,
+			slots: p.slots, mem: p.mem, free: p.free[:0], pgnos: p.pgnos}
+		if p.slots == nil {
+			p.slots = map[uint32]int{}
+		}
+		clear(p.slots)
+	}
+	if testHookAppend != nil {
+		testHookAppend(c.hdr, first, commit, p.txid, p.n > 0)
+	}
+	if dbPages < p.dbPages {
+		// The database shrank: versions beyond its new end are gone
+		// (as replaying the transactions one by one would cut them).
+		for pg, s := range p.slots {
+			if pg > dbPages {
+				delete(p.slots, pg)
+				p.free = append(p.free, s)
+			}
+		}
+	}
+	for i := 0; i < n; i++ {
+		if keep[i/64]&(1<<(i%64)) == 0 {
+			continue
+		}
+		pg := pgno(i)
+		s, ok := p.slots[pg]
+		if !ok {
+			if k := len(p.free); k > 0 {
+				s, p.free = p.free[k-1], p.free[:k-1]
+			} else {
+				s = p.nslots
+				p.nslots++
+				if need := p.nslots * ps; need > len(p.mem) {
+					m := make([]byte, max(need, 2*len(p.mem), 16*ps))
+					copy(m, p.mem)
+					p.mem = m
+				}
+			}
+			p.slots[pg] = s
+		}
+		page, err := c.store.page(s0+i, c.scratch())
+		if err != nil {
+			return false, err
+		}
+		copy(p.mem[s*ps:(s+1)*ps], page)
+	}
+	if p.n > 0 {
+		c.stats.Coalesced++
+	}
+	p.n++
+	p.id, p.dbPages = id, dbPages
+	if p.bytes() >= limit {
+		return true, c.flushPendingLocked()
+	}
+	return true, nil
+}
+
+// flushPendingLocked appends the pending record to the spool (without
+// syncing it) and notes it as unconfirmed until a WAL sync covers its last
+// commit frame.
+func (c *Capture) flushPendingLocked() error {
+	p := &c.pend
+	if p.n == 0 {
+		return nil
+	}
+	p.pgnos = p.pgnos[:0]
+	for pg := range p.slots {
+		p.pgnos = append(p.pgnos, pg)
+	}
+	slices.Sort(p.pgnos)
+	a, err := c.spool.begin(RecordHeader{Kind: KindWAL, PageSize: uint32(p.ps), DBPages: p.dbPages, NPages: uint32(len(p.pgnos)), WAL: p.id})
+	if err != nil {
+		return c.failLocked(err)
+	}
+	if a.Txid() != p.txid {
+		// Something appended in between: the group's txid (which the
+		// test hook saw) would be wrong. Never happens: every append
+		// goes through capture, which flushes first.
+		a.Abort()
+		return c.failLocked(fmt.Errorf("wal: coalesced transactions were to be txid %d, but the spool appends %d", p.txid, a.Txid()))
+	}
+	for _, pg := range p.pgnos {
+		s := p.slots[pg]
+		if err := a.Add(pg, p.mem[s*p.ps:(s+1)*p.ps]); err != nil {
+			a.Abort()
+			return c.failLocked(err)
+		}
+	}
+	txid, err := a.Commit()
+	if err != nil {
+		return c.failLocked(err)
+	}
+	c.unconfirmed = append(c.unconfirmed, pendingConfirm{txid: txid, gen: p.gen, frame: p.id.Frame})
+	p.n = 0
+	if len(p.mem) > 4*c.opts.Coalesce {
+		p.mem = nil // do not keep a large buffer
+	}
+	return nil
+}
+
+// Flush appends the transactions coalescing holds back (CaptureOptions.
+// Coalesce) to the spool, without syncing it. Afterwards the spool's last
+// record holds every transaction SQLite has committed and capture has
+// seen final.
+func (c *Capture) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.usableLocked(); err != nil {
+		return err
+	}
+	return c.flushPendingLocked()
+}
