@@ -185,33 +185,33 @@ func copyFile(t testing.TB, from, to string) {
 	}
 }
 
-// recordImage appends the whole file as an image record (what the VFS
-// does when it adopts an existing database), durable and confirmed.
+// recordImage appends the database at path, with its -wal's committed
+// frames over it, as one image record (what the VFS does when it adopts
+// an existing database: wal.AppendImage), durable and confirmed.
 func recordImage(sp *wal.Spool, path string) (uint64, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
-	const ps = 4096
-	n := uint32(len(b) / ps)
-	a, err := sp.Begin(wal.RecordHeader{Kind: wal.KindImage, PageSize: ps, DBPages: n, NPages: n})
+	defer f.Close()
+	var w wal.WALFile
+	if wf, err := os.Open(path + "-wal"); err == nil {
+		defer wf.Close()
+		w = osFile{wf}
+	}
+	h, err := wal.AppendImage(sp, osFile{f}, 4096, w)
+	return h.Txid, err
+}
+
+// osFile is a file as wal.MainFile and wal.WALFile.
+type osFile struct{ *os.File }
+
+func (f osFile) Size() (int64, error) {
+	fi, err := f.Stat()
 	if err != nil {
 		return 0, err
 	}
-	for p := uint32(1); p <= n; p++ {
-		if err := a.Add(p, b[int(p-1)*ps:int(p)*ps]); err != nil {
-			a.Abort()
-			return 0, err
-		}
-	}
-	txid, err := a.Commit()
-	if err != nil {
-		return 0, err
-	}
-	if err := sp.Sync(); err != nil {
-		return 0, err
-	}
-	return txid, sp.SetConfirmed(txid)
+	return fi.Size(), nil
 }
 
 // checkBoundaries restores every boundary and compares it with its

@@ -11,10 +11,13 @@ import (
 )
 
 // Adoption: the first open of an existing, non-empty database that has no
-// bop state records the whole file as the spool's first transaction (an
+// bop state records the database as the spool's first transaction (an
 // image record, txid 1), so that nothing of it can be lost or published as
-// zeros; the committed frames of an existing WAL are captured after it
-// (wal.CaptureOptions.Adopt). The publisher later uploads the image as base
+// zeros. The image is what SQLite reads: the file with an existing WAL's
+// committed frames over it (a checkpoint may have copied some of them
+// into the file already, so they cannot be replayed after a file image),
+// and it names the WAL's last commit frame, from which capture goes on
+// (wal.AppendImage). The publisher later uploads the image as base
 // objects.
 
 // sqliteHeader is the magic string every SQLite database file starts with.
@@ -77,56 +80,34 @@ func headerPageSize(hdr []byte) (uint32, error) {
 	return ps, nil
 }
 
-// recordImage appends the whole file at path to the spool as one image
-// record, makes it durable and confirmed, and returns its txid. Memory is
-// bounded by one read buffer.
-func recordImage(sp *wal.Spool, path string, ps uint32) (uint64, error) {
+// recordImage appends the database at path, as SQLite reads it from the
+// file and its -wal (the WAL's committed frames over the file), to the
+// spool as one image record (wal.AppendImage), durable and confirmed,
+// and returns its header. Neither file is modified; memory is bounded by
+// one run of pages and 8 bytes per WAL frame.
+func recordImage(sp *wal.Spool, path string, ps uint32) (wal.RecordHeader, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return wal.RecordHeader{}, err
 	}
 	defer f.Close()
 	// The file must be durable before the spool says it holds it.
 	if err := f.Sync(); err != nil {
-		return 0, fmt.Errorf("fsync %s: %w", path, err)
+		return wal.RecordHeader{}, fmt.Errorf("fsync %s: %w", path, err)
 	}
-	fi, err := f.Stat()
+	var wf wal.WALFile
+	w, err := os.OpenFile(path+"-wal", os.O_RDWR, 0)
+	switch {
+	case err == nil:
+		defer w.Close()
+		wf = osWAL{w}
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		return wal.RecordHeader{}, fmt.Errorf("open %s-wal: %w", path, err)
+	}
+	h, err := wal.AppendImage(sp, osWAL{f}, ps, wf)
 	if err != nil {
-		return 0, err
+		return wal.RecordHeader{}, fmt.Errorf("adopt %s: %w", path, err)
 	}
-	n := uint32(fi.Size() / int64(ps))
-	a, err := sp.Begin(wal.RecordHeader{Kind: wal.KindImage, PageSize: ps, DBPages: n, NPages: n})
-	if err != nil {
-		return 0, fmt.Errorf("adopt %s: %w", path, err)
-	}
-	per := max(1, uint32((1<<20)/ps))
-	buf := make([]byte, per*ps)
-	pgnos := make([]uint32, 0, per)
-	for p := uint32(1); p <= n; p += per {
-		k := min(per, n-p+1)
-		b := buf[:k*ps]
-		if _, err := f.ReadAt(b, int64(p-1)*int64(ps)); err != nil {
-			a.Abort()
-			return 0, fmt.Errorf("adopt %s: read pages %d..%d: %w", path, p, p+k-1, err)
-		}
-		pgnos = pgnos[:0]
-		for i := uint32(0); i < k; i++ {
-			pgnos = append(pgnos, p+i)
-		}
-		if err := a.AddRun(pgnos, b); err != nil {
-			a.Abort()
-			return 0, fmt.Errorf("adopt %s: %w", path, err)
-		}
-	}
-	txid, err := a.Commit()
-	if err != nil {
-		return 0, fmt.Errorf("adopt %s: %w", path, err)
-	}
-	if err := sp.Sync(); err != nil {
-		return 0, err
-	}
-	if err := sp.SetConfirmed(txid); err != nil {
-		return 0, err
-	}
-	return txid, nil
+	return h, nil
 }

@@ -116,41 +116,6 @@ func TestHeavyAdopt100MB(t *testing.T) {
 	adoptTest(t, 100)
 }
 
-// An existing database with committed transactions still in its WAL (as a
-// crash of a stock SQLite process leaves it): the image is the main file,
-// the WAL's transactions follow it.
-func TestAdoptWithExistingWAL(t *testing.T) {
-	dir := t.TempDir()
-	live := filepath.Join(dir, "live.db")
-	db := openDB(t, nil, live, "journal_mode(wal)", "wal_autocheckpoint(0)")
-	db.SetMaxOpenConns(1)
-	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-	mustExec(t, db, "INSERT INTO t(v) SELECT 'checkpointed' FROM generate_series(1, 200)")
-	checkpointTruncate(t, db)
-	for i := 0; i < 20; i++ {
-		mustExec(t, db, "INSERT INTO t(v) VALUES ('in the wal')")
-	}
-	// Copy the files while the writer holds them: a crash image.
-	path := filepath.Join(dir, "adopt.db")
-	copyFile(t, live, path)
-	copyFile(t, live+"-wal", path+"-wal")
-	db.Close()
-
-	v := newVFS(t, offline(Config{}))
-	bop := openDB(t, v, path)
-	if n := queryInt(t, bop, "SELECT count(*) FROM t WHERE v = 'in the wal'"); n != 20 {
-		t.Fatalf("%d rows from the adopted WAL, want 20", n)
-	}
-	d := stateOf(t, v, path)
-	if st := d.capture.Stats(); st.Reconciled != 20 {
-		t.Fatalf("reconciliation captured %d transactions of the WAL, want 20", st.Reconciled)
-	}
-	if h, _ := d.spool.Header(1); h.Kind != wal.KindImage {
-		t.Fatalf("first record %s", h.Kind)
-	}
-	checkReplay(t, v, path, bop)
-}
-
 func TestAdoptRefusals(t *testing.T) {
 	t.Run("not sqlite", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "junk.db")

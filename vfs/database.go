@@ -68,6 +68,9 @@ type database struct {
 	fencedErr atomic.Pointer[error]
 	lagWaits  atomic.Uint64 // commits that waited for MaxLag
 
+	// durable records the main file's fsyncs (mainfile.go).
+	durable mainDurability
+
 	ctx    context.Context // cancelled at close: remote reads stop
 	cancel context.CancelFunc
 
@@ -479,11 +482,20 @@ func (d *database) openLocal(first bool, adoptPS uint32) (err error) {
 		return err
 	}
 	if adoptPS != 0 {
-		if _, err := recordImage(d.spool, d.path, adoptPS); err != nil {
+		h, err := recordImage(d.spool, d.path, adoptPS)
+		if err != nil {
 			return err
 		}
+		if cfg.Logf != nil {
+			cfg.Logf("bop: adopted %s: image of %d pages (txid %d), including its WAL up to frame %d", d.path, h.DBPages, h.Txid, h.WAL.Frame)
+		}
 	}
-	if d.capture, err = wal.NewCapture(d.spool, wal.CaptureOptions{Adopt: first, Logf: cfg.Logf}); err != nil {
+	// No CaptureOptions.Adopt: an adopted file's WAL is in its image,
+	// which names the last commit frame it includes (reconciliation
+	// resumes after it); the WAL of an empty file holds nothing SQLite
+	// would read (it deletes the WAL of a zero-page database), so its
+	// committed frames are refused as an outside change, not replayed.
+	if d.capture, err = wal.NewCapture(d.spool, wal.CaptureOptions{Logf: cfg.Logf}); err != nil {
 		return err
 	}
 	return d.reconcile()
@@ -619,21 +631,6 @@ func (d *database) mainStat() (fileStat, error) {
 	return statOf(fi), nil
 }
 
-// afterMainSync runs after SQLite's successful fsync of the main file:
-// the image's presence marks can be persisted, and a busy seal settled.
-// busy and gen were read before that fsync began.
-func (d *database) afterMainSync(busy bool, gen uint64) error {
-	if d.img != nil {
-		if err := d.img.persist(); err != nil {
-			return err
-		}
-	}
-	if busy {
-		d.settleLater()
-	}
-	return nil
-}
-
 // settleDelay is how long a busy seal waits to be settled after bop's
 // writes to the main file stop: a checkpoint after a burst of commits
 // costs one seal transition, not one per checkpoint. (A variable for
@@ -667,7 +664,7 @@ func (d *database) settleNow() {
 	if !busy {
 		return
 	}
-	err := d.mainFD.Sync()
+	_, err := d.syncMain(d.fsyncMainFD)
 	if err == nil {
 		var st fileStat
 		if st, err = d.mainStat(); err == nil {

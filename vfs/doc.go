@@ -36,8 +36,11 @@
 //     (ErrChangedOutside). Stock sqlite3 may read the live app.db only with
 //     file:app.db?immutable=1 and only while no bop process has it open.
 //   - Adoption (adopt.go): the first open of an existing non-empty database
-//     records the whole file as the spool's first transaction; nothing is
-//     published as zeros, nothing is lost.
+//     records the database as SQLite reads it (the file with its WAL's
+//     committed frames over it) as the spool's first transaction, which
+//     names the WAL's last commit frame so that capture goes on after it;
+//     nothing is published as zeros, nothing is lost, no state that never
+//     existed is published.
 //   - The image (image.go): normally the complete database; a sparse image
 //     (after a rebuild from the store) reads pages it never held from the
 //     remote at T_seed, verified, and never offers mmap.

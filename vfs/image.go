@@ -35,8 +35,11 @@ import (
 //     truncation past the page), all under image.mu, so a hydration never
 //     overwrites a newer page a checkpoint wrote.
 //   - The bitmap is persisted only after the image data it describes was
-//     fsynced, and (through mainFile.Sync and CheckpointDone) before SQLite
-//     may restart the WAL: until then the WAL still holds every page a
+//     fsynced: a save writes the marks as they were before that fsync began
+//     (marksBefore), never a mark set by a write the fsync may have missed.
+//   - The bitmap is persisted before SQLite may restart the WAL (through
+//     mainFile.Sync and the generation-end barrier, durable.go's
+//     beforeWALReuse): until then the WAL still holds every page a
 //     checkpoint wrote, so a crash that loses marks loses nothing.
 //   - No MemoryMapper is offered on a sparse image's files: SQLite would
 //     read the OS file, holes and all, around ReadAt.
@@ -120,9 +123,10 @@ type image struct {
 	mu      sync.Mutex
 	bits    []byte
 	missing uint32
-	dirty   bool // marks not yet persisted
-	gone    bool // complete and the bitmap file removed
-	hydrate bool // fetched pages are written into the image (false: read-only file)
+	marked  uint64 // marks set since open (a counter)
+	saved   uint64 // the value of marked the persisted bitmap reflects
+	gone    bool   // complete and the bitmap file removed
+	hydrate bool   // fetched pages are written into the image (false: read-only file)
 
 	complete atomic.Bool // every page present: reads pass through
 	fetches  atomic.Int64
@@ -174,7 +178,7 @@ func (img *image) markLocked(p uint32) {
 	if img.bits[i/8]&(1<<(i%8)) == 0 {
 		img.bits[i/8] |= 1 << (i % 8)
 		img.missing--
-		img.dirty = true
+		img.marked++
 		if img.missing == 0 {
 			img.complete.Store(true)
 		}
@@ -324,30 +328,58 @@ func (img *image) truncated(size int64) {
 	}
 }
 
-// persist writes the bitmap if marks changed (the caller has fsynced the
-// image first). A complete image's bitmap file is removed.
-func (img *image) persist() error {
+// imageMarks is a copy of the marks at one moment (marksBefore).
+type imageMarks struct {
+	bits    []byte // nil: nothing to persist
+	missing uint32
+	marked  uint64
+}
+
+// marksBefore copies the marks not yet persisted, before an fsync of the
+// main file: only those are known durable once it succeeds.
+func (img *image) marksBefore() imageMarks {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if !img.dirty || img.gone {
+	if img.marked == img.saved || img.gone {
+		return imageMarks{marked: img.marked}
+	}
+	return imageMarks{bits: append([]byte(nil), img.bits...), missing: img.missing, marked: img.marked}
+}
+
+// unsaved reports whether marks were set that the bitmap file lacks.
+func (img *image) unsaved() bool {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return img.marked != img.saved && !img.gone
+}
+
+// save persists m, taken by marksBefore before an fsync of the main file
+// that succeeded, unless a newer copy was saved already. A complete
+// image's bitmap file is removed.
+func (img *image) save(m imageMarks) error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if m.bits == nil || img.gone || m.marked <= img.saved {
 		return nil
 	}
-	if img.missing == 0 {
+	if m.missing == 0 {
 		if err := os.Remove(filepath.Join(img.dir, imageFileName)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("bop: remove %s: %w", filepath.Join(img.dir, imageFileName), err)
 		}
 		if err := syncDir(img.dir); err != nil {
 			return err
 		}
-		img.gone, img.dirty = true, false
-		return nil
-	}
-	if err := writeFileAtomic(img.dir, imageFileName, encodeImage(img.hdr, img.bits)); err != nil {
+		img.gone = true
+	} else if err := writeFileAtomic(img.dir, imageFileName, encodeImage(img.hdr, m.bits)); err != nil {
 		return err
 	}
-	img.dirty = false
+	img.saved = m.marked
 	return nil
 }
+
+// persist saves every mark set so far; the caller has just fsynced the
+// image and no write to it can be running (the database's last close).
+func (img *image) persist() error { return img.save(img.marksBefore()) }
 
 // remotePages reads pages at one boundary through the catalog's page map
 // and the store: one ranged GET per page, verified by delta.DecodeFrame.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/bopstore/bop/wal"
@@ -116,12 +117,18 @@ func (f *mainFile) Truncate(size int64) error {
 	return err
 }
 
+// Sync is SQLite's fsync of the main file (the end of a complete
+// checkpoint, unless PRAGMA synchronous=OFF): see syncMain. A busy seal
+// is settled later.
 func (f *mainFile) Sync(flags vfs.SyncFlag) error {
-	busy, gen := f.d.seal.busyGen()
-	if err := f.File.Sync(flags); err != nil {
+	busy, err := f.d.syncMain(func() error { return f.File.Sync(flags) })
+	if err != nil {
 		return err
 	}
-	return f.d.afterMainSync(busy, gen)
+	if busy {
+		f.d.settleLater()
+	}
+	return nil
 }
 
 // Unlock emits a rollback-mode transaction's direct writes before the
@@ -173,29 +180,32 @@ func (f *mainFile) CommitPhaseTwo() error {
 func (f *mainFile) CheckpointStart() {
 	f.ckptErr = nil
 	if err := f.cn.CheckpointStart(); err != nil {
-		f.ckptErr = fmt.Errorf("bop: checkpoint refused, the spool could not be made durable: %w", err)
+		if errors.Is(err, wal.ErrCommitPending) {
+			f.ckptErr = fmt.Errorf("bop: checkpoint refused for now (nothing copied; retry later): %w", err)
+		} else {
+			f.ckptErr = fmt.Errorf("bop: checkpoint refused, the spool could not be made durable: %w", err)
+		}
 	}
 	vfsutil.WrapCheckpointStart(f.File)
 }
 
+// CheckpointDone: SQLite's copy of WAL frames into the file ended. Nothing
+// is made durable here (SQLite ignores this file control's result, so a
+// failure could only be logged): a complete checkpoint is followed by
+// SQLite's own Sync (synchronous NORMAL or FULL), and the main file is
+// made durable, whatever PRAGMA synchronous says, before the WAL can be
+// restarted (beforeWALReuse).
 func (f *mainFile) CheckpointDone() {
 	f.cn.CheckpointDone()
 	vfsutil.WrapCheckpointDone(f.File)
 	f.ckptErr = nil
-	if img := f.d.img; img != nil {
-		// A sparse image's marks are made durable now, whatever
-		// PRAGMA synchronous says: SQLite may restart the WAL once the
-		// checkpoint is complete.
-		if err := f.d.mainFD.Sync(); err == nil {
-			if err := img.persist(); err != nil && f.d.cfg.Logf != nil {
-				f.d.cfg.Logf("bop: %s: persist image bitmap: %v", f.d.path, err)
-			}
-		}
-	}
 }
 
 // Pragma answers bop's pragmas and vetoes journal modes other than WAL;
-// everything else goes to the base file (then SQLite).
+// everything else goes to the base file (then SQLite). Every
+// PRAGMA synchronous level is accepted: whatever SQLite syncs, the main
+// file is fsynced before a WAL generation ends (beforeWALReuse), and the
+// WAL and spool before a checkpoint copies frames or a publish.
 func (f *mainFile) Pragma(name, value string) (string, error) {
 	switch name {
 	case "journal_mode":
@@ -231,3 +241,142 @@ func (f *mainFile) Pragma(name, value string) (string, error) {
 
 // Size implements wal.MainFile (and vfs.File, by embedding).
 func (f *mainFile) Size() (int64, error) { return f.File.Size() }
+
+// Main-file durability when a WAL generation ends.
+//
+// Capture (package wal) takes the end of a WAL generation (SQLite writes a
+// new WAL header at offset 0, truncates the WAL below its header, or
+// deletes it) as the point from which the main file holds every page of
+// that generation: the WAL frames are gone, and the spool forgets those
+// transactions once they are published. SQLite fsyncs the main file at
+// the end of a complete checkpoint only with PRAGMA synchronous NORMAL or
+// FULL; with OFF it never does. So bop makes it so itself.
+//
+// Invariant: no WAL generation ends unless every write to the main file
+// made before that moment was covered by a successful fsync, and a sparse
+// image's presence marks were saved after it. walFile.WriteAt (offset 0),
+// walFile.Truncate (below the header) and VFS.Delete (of the -wal) call
+// beforeWALReuse first, and do nothing to the WAL if it fails. It fsyncs
+// the main file only if a write happened since the last successful fsync
+// (the seal's write counter): with NORMAL or FULL, SQLite's checkpoint
+// sync normally did it already; with OFF it costs one fsync per restart.
+//
+// A failed fsync of the main file (SQLite's, or bop's own) is sticky for
+// the life of the database state, until its last connection closes:
+// after a failed fsync the kernel may have dropped the dirty pages, and a
+// later fsync reports success for data that never reached the disk
+// (Linux), so no later fsync can vouch for what was written before it.
+// From then on every generation end fails with SQLITE_IOERR_FSYNC and the
+// error below: the WAL keeps every frame, so nothing committed is lost; a
+// write that needs a WAL restart fails (SQLite rolls that transaction
+// back); reads keep working; the error is in Status.MainSyncError and
+// logged once. Reopening recovers: the first connection rebuilds the
+// wal-index from the kept WAL, and its next checkpoint copies all of it
+// into the main file again. A failed save of the bitmap is not sticky
+// (the next generation end writes a new bitmap file).
+
+// mainDurability is a database's record of main-file fsyncs.
+type mainDurability struct {
+	// barrier serialises beforeWALReuse; mu guards the fields below.
+	barrier sync.Mutex
+	mu      sync.Mutex
+	synced  bool   // a successful fsync covered every write counted by gen
+	gen     uint64 // the seal's write counter when that fsync began
+	failed  error  // the first failed fsync (sticky)
+	// fsync replaces bop's own fsync of the main file (tests inject
+	// faults); nil is mainFD.Sync.
+	fsync func() error
+}
+
+// mainSyncErr returns the sticky fsync failure, if any.
+func (d *database) mainSyncErr() error {
+	d.durable.mu.Lock()
+	defer d.durable.mu.Unlock()
+	return d.durable.failed
+}
+
+// fsyncMainFD is bop's own fsync of the main file, through its handle.
+func (d *database) fsyncMainFD() error {
+	d.durable.mu.Lock()
+	fsync := d.durable.fsync
+	d.durable.mu.Unlock()
+	if fsync != nil {
+		return fsync()
+	}
+	return d.mainFD.Sync()
+}
+
+// syncMain runs do, an fsync of the main file, and records its outcome.
+// The seal's write counter and a sparse image's marks are read before it
+// starts: on success those writes are durable and those marks are saved;
+// on failure the sticky error is set. busy is the seal's state before
+// the fsync.
+func (d *database) syncMain(do func() error) (busy bool, err error) {
+	busy, gen := d.seal.busyGen()
+	var marks imageMarks
+	if d.img != nil {
+		marks = d.img.marksBefore()
+	}
+	if err := do(); err != nil {
+		d.mainSyncFailed(err)
+		return busy, err
+	}
+	if d.img != nil {
+		if err := d.img.save(marks); err != nil {
+			return busy, fmt.Errorf("bop: %s: save the image bitmap: %w", d.path, err)
+		}
+	}
+	m := &d.durable
+	m.mu.Lock()
+	if !m.synced || gen > m.gen {
+		m.synced, m.gen = true, gen
+	}
+	m.mu.Unlock()
+	return busy, nil
+}
+
+// mainSyncFailed records a failed fsync of the main file (sticky).
+func (d *database) mainSyncFailed(err error) {
+	m := &d.durable
+	m.mu.Lock()
+	first := m.failed == nil
+	if first {
+		m.failed = fmt.Errorf("an fsync of %s failed (%w), so pages written to it before may not be on disk", d.path, err)
+	}
+	m.mu.Unlock()
+	if first && d.cfg.Logf != nil {
+		d.cfg.Logf("bop: %s: fsync of the main database file failed: %v; the WAL is kept (WAL restarts fail) until every connection is closed and the database reopened", d.path, err)
+	}
+}
+
+// beforeWALReuse runs before SQLite ends a WAL generation (what says how):
+// it returns nil once every write to the main file is durable, else an
+// error for SQLite (the WAL is then left as it is).
+func (d *database) beforeWALReuse(what string) error {
+	m := &d.durable
+	m.barrier.Lock()
+	defer m.barrier.Unlock()
+	if err := d.mainSyncErr(); err != nil {
+		return d.reuseRefused(what, err)
+	}
+	_, gen := d.seal.busyGen()
+	m.mu.Lock()
+	clean := m.synced && m.gen == gen
+	m.mu.Unlock()
+	if clean && (d.img == nil || !d.img.unsaved()) {
+		return nil
+	}
+	if _, err := d.syncMain(d.fsyncMainFD); err != nil {
+		if ferr := d.mainSyncErr(); ferr != nil {
+			return d.reuseRefused(what, ferr)
+		}
+		// The bitmap: retried at the next generation end.
+		return vfs.SystemError(fmt.Errorf("bop: %s refused, the WAL keeps every frame: %w", what, err), sqlite3.IOERR_FSYNC)
+	}
+	return nil
+}
+
+// reuseRefused is the error of a generation end after a failed fsync.
+func (d *database) reuseRefused(what string, err error) error {
+	return vfs.SystemError(fmt.Errorf("bop: %s refused, the WAL keeps every frame: %w; close every connection of the database and reopen it (SQLite then copies the WAL into the file again)", what, err), sqlite3.IOERR_FSYNC)
+}

@@ -68,6 +68,10 @@ type Status struct {
 	// CaptureError is the error that stopped capture, if any (every
 	// write fails until the database is reopened).
 	CaptureError string `json:"capture_error,omitempty"`
+	// MainSyncError: an fsync of the main database file failed; the WAL
+	// is kept and WAL restarts fail until every connection is closed and
+	// the database reopened (mainfile.go, beforeWALReuse).
+	MainSyncError string `json:"main_sync_error,omitempty"`
 	// Publisher is "running", "fenced", "halted", or why there is none.
 	Publisher string `json:"publisher"`
 }
@@ -93,6 +97,9 @@ func (d *database) status() Status {
 	}
 	if err := d.capture.Err(); err != nil {
 		st.CaptureError = err.Error()
+	}
+	if err := d.mainSyncErr(); err != nil {
+		st.MainSyncError = err.Error()
 	}
 	if d.img != nil {
 		st.ImageMissingPages = d.img.Missing()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/bopstore/bop/quota"
 	"github.com/ncruces/go-sqlite3"
@@ -155,7 +156,7 @@ func (v *VFS) openWAL(name *vfs.Filename, flags vfs.OpenFlag) (vfs.File, vfs.Ope
 		return nil, flags, err
 	}
 	wf := &walFile{fileForward: fileForward{file}, cn: mf.cn, d: mf.d}
-	if err := mf.cn.AttachWAL(walHandle{f: file, name: name.String()}); err != nil {
+	if err := mf.cn.AttachWAL(walHandle{f: file, name: name.String(), dir: new(atomic.Bool)}); err != nil {
 		file.Close()
 		return nil, flags, vfs.SystemError(fmt.Errorf("bop: %s: %w", name.String(), err), sqlite3.CANTOPEN)
 	}
@@ -163,17 +164,28 @@ func (v *VFS) openWAL(name *vfs.Filename, flags vfs.OpenFlag) (vfs.File, vfs.Ope
 }
 
 // Delete implements vfs.VFS. Deleting a database's WAL (SQLite's last
-// close) ends its WAL generation in the capture.
+// close) ends its WAL generation in the capture; the main file is made
+// durable first (beforeWALReuse), or the WAL stays (SQLite ignores the
+// error: the next open recovers from it).
 func (v *VFS) Delete(name string, syncDir bool) error {
+	var d *database
+	if db, ok := strings.CutSuffix(name, "-wal"); ok {
+		if d = lookup(db); d != nil && d.v != v {
+			d = nil
+		}
+	}
+	if d != nil {
+		if err := d.beforeWALReuse("deletion of " + name); err != nil {
+			return err
+		}
+	}
 	err := v.base.Delete(name, syncDir)
 	if err != nil {
 		return err
 	}
-	if db, ok := strings.CutSuffix(name, "-wal"); ok {
-		if d := lookup(db); d != nil && d.v == v {
-			if err := d.capture.Deleted(); err != nil {
-				return vfs.SystemError(err, sqlite3.IOERR_DELETE)
-			}
+	if d != nil {
+		if err := d.capture.Deleted(); err != nil {
+			return vfs.SystemError(err, sqlite3.IOERR_DELETE)
 		}
 	}
 	return nil

@@ -1,6 +1,9 @@
 package vfs
 
 import (
+	"sync/atomic"
+
+	"github.com/bopstore/bop/internal/fdsync"
 	"github.com/bopstore/bop/wal"
 	"github.com/ncruces/go-sqlite3/vfs"
 )
@@ -21,6 +24,13 @@ func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
 		// what reaches the caller (see ErrFenced).
 		return 0, vfs.SystemError(err, fencedCode)
 	}
+	if off == 0 {
+		// A WAL header: SQLite (re)starts the WAL, over the frames of
+		// the generation it ends (beforeWALReuse, mainfile.go).
+		if err := f.d.beforeWALReuse("WAL restart of " + f.d.path); err != nil {
+			return 0, err
+		}
+	}
 	n, err := f.File.WriteAt(p, off)
 	if err != nil {
 		return n, err
@@ -34,6 +44,12 @@ func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (f *walFile) Truncate(size int64) error {
+	if size < walHeaderSize {
+		// The WAL's frames go: a generation end (beforeWALReuse).
+		if err := f.d.beforeWALReuse("WAL truncation of " + f.d.path); err != nil {
+			return err
+		}
+	}
 	if err := f.File.Truncate(size); err != nil {
 		return err
 	}
@@ -49,13 +65,26 @@ func (f *walFile) Close() error {
 	return f.File.Close()
 }
 
+// walHeaderSize is the size of SQLite's WAL header.
+const walHeaderSize = 32
+
 // walHandle is capture's handle on a connection's WAL (wal.WALFile).
 type walHandle struct {
 	f    vfs.File
 	name string
+	dir  *atomic.Bool // the WAL's directory was fsynced through this handle
 }
 
 func (h walHandle) ReadAt(p []byte, off int64) (int, error) { return h.f.ReadAt(p, off) }
 func (h walHandle) Size() (int64, error)                    { return h.f.Size() }
-func (h walHandle) Sync() error                             { return h.f.Sync(vfs.SYNC_FULL) }
-func (h walHandle) Name() string                            { return h.name }
+
+// Sync is called by capture from other goroutines than the connection's
+// (a checkpoint, the publisher): through the descriptor, not the file's
+// own Sync, which is not safe for concurrent use (internal/fdsync).
+func (h walHandle) Sync() error {
+	if ok, err := fdsync.File(h.f, h.name, h.dir); ok {
+		return err
+	}
+	return h.f.Sync(vfs.SYNC_FULL)
+}
+func (h walHandle) Name() string { return h.name }

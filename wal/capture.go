@@ -34,8 +34,13 @@ type CaptureOptions struct {
 	// spool directory. Default 8 MiB.
 	MemoryBytes int
 	// Adopt lets reconciliation capture a WAL generation capture never saw
-	// (every committed frame of it becomes a transaction), when the spool
-	// holds no WAL identity at all: the first open of an existing database.
+	// (every committed frame of it becomes a transaction) when the spool
+	// has never held any record, so that the frames replay onto an empty
+	// database. A database with data is adopted with AppendImage instead
+	// (main file plus the WAL's committed frames as one image record):
+	// replaying a WAL over a main-file image can produce states that
+	// never existed, because a checkpoint may already have copied some of
+	// its frames into the main file.
 	Adopt bool
 	// Logf, if set, receives a line for unusual events (withdrawn
 	// transactions, reconciliation results).
@@ -65,6 +70,7 @@ type Stats struct {
 	FinalSync      uint64 // finalized by the writer's successful commit sync
 	FinalNextFrame uint64 // finalized by a later frame
 	FinalCkpt      uint64 // finalized by a checkpoint start
+	CkptWaits      uint64 // checkpoint starts that waited for another connection's commit in progress
 	FinalRestart   uint64 // finalized by a WAL restart, truncation or deletion
 	DirectTxns     uint64 // rollback-journal-mode transactions spooled
 	Reconciled     uint64 // transactions captured from the WAL by reconciliation
@@ -93,9 +99,16 @@ type Stats struct {
 //   - At most one transaction is provisional. It becomes final when
 //     SQLite shows it committed: its writer's commit sync succeeded, its
 //     writer called COMMIT_PHASETWO, a later non-padding frame was written,
-//     a checkpoint started (unless its writer is inside its commit sync), or
-//     the WAL generation ended. A write at or below its frames withdraws it
-//     (SQLite rolled it back) and capture goes on with the next one.
+//     its own connection (or any, once its writer closed) started a
+//     checkpoint, or the WAL generation ended. A write at or below its
+//     frames, or its writer's failed commit sync, withdraws it (SQLite
+//     rolled it back) and capture goes on with the next one.
+//   - A checkpoint copies no transaction that is not final, and makes none
+//     final whose commit may still fail: a checkpoint started by another
+//     connection while the writer's commit is in progress waits for the
+//     commit's next signal, and a commit inside its sync (not yet in the
+//     wal-index the checkpointer read) stays provisional
+//     (settleForCheckpointLocked).
 //   - Only final transactions are appended to the spool, in commit order,
 //     each with txid = previous + 1 (finalize), or with Coalesce several
 //     consecutive ones of a generation as one record (coalesce.go).
@@ -147,6 +160,7 @@ type Capture struct {
 
 	prov            *provisional // nil or &provBuf
 	provBuf         provisional  // reused: no allocation per commit
+	provSeq         uint64       // incremented each time a transaction becomes provisional
 	lastFrameWriter *Conn
 	lastCommit      commitFrame // the last commit frame (settled or provisional): padding detection
 
@@ -170,6 +184,10 @@ type Capture struct {
 	pgnos []uint32
 	seen  map[uint32]struct{}
 	bits  []uint64
+
+	// wake is closed (and cleared) by wakeLocked: CheckpointStart calls
+	// waiting for a commit in progress re-check (events.go).
+	wake chan struct{}
 
 	stats Stats
 }
@@ -250,6 +268,7 @@ func (c *Capture) failLocked(err error) error {
 	if c.failed == nil {
 		c.failed = err
 		c.logf("capture stopped: %v", err)
+		c.wakeLocked()
 	}
 	return err
 }
@@ -269,6 +288,7 @@ func (c *Capture) Close() error {
 		err = c.flushPendingLocked()
 	}
 	c.closed = true
+	c.wakeLocked()
 	c.store.close()
 	return err
 }
@@ -282,8 +302,13 @@ type Conn struct {
 	c       *Capture
 	main    MainFile
 	wal     WALFile
-	syncing bool // inside its WAL sync (Sync)
+	syncing bool // inside its WAL sync (Sync): a commit sync has not updated the wal-index yet
 	inCkpt  bool // between CheckpointStart and CheckpointDone
+	// walUse is held shared by whoever syncs wal without c.mu (a
+	// checkpoint or the publisher borrowing this connection's handle,
+	// borrowWALLocked); DetachWAL and Close take it exclusively after
+	// clearing wal, so the VFS never closes the file under a sync.
+	walUse sync.RWMutex
 }
 
 // NewConn registers a connection (at the open of its main database file).
@@ -298,6 +323,7 @@ func (c *Capture) NewConn(main MainFile) *Conn {
 // Close unregisters the connection (its main database file closed).
 func (cn *Conn) Close() {
 	c := cn.c
+	defer cn.waitWALUsers() // after c.mu is released
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.conns, cn)
@@ -305,6 +331,7 @@ func (cn *Conn) Close() {
 	if c.lastFrameWriter == cn {
 		c.lastFrameWriter = nil
 	}
+	c.wakeLocked() // a checkpoint waiting for cn's commit stops waiting
 	if c.directOwner == cn {
 		// A rollback-mode writer that closed mid-transaction: SQLite
 		// rolls back by playing the journal on next open, through a
@@ -330,23 +357,39 @@ func (cn *Conn) AttachWAL(f WALFile) error {
 	return nil
 }
 
-// DetachWAL is called when this connection closes its WAL file.
+// DetachWAL is called when this connection closes its WAL file, before
+// the file is closed: it returns once no one syncs through the handle.
 func (cn *Conn) DetachWAL() {
 	c := cn.c
 	c.mu.Lock()
 	cn.wal = nil
 	c.mu.Unlock()
+	cn.waitWALUsers()
 }
 
-// walHandleLocked picks an open WAL handle for syncing: prefer cn's.
-func (c *Capture) walHandleLocked(cn *Conn) WALFile {
-	if cn != nil && cn.wal != nil {
-		return cn.wal
-	}
-	for o := range c.conns {
-		if o.wal != nil {
-			return o.wal
+// waitWALUsers waits for syncs that borrowed the handle before it was
+// cleared (new ones cannot start: borrowing needs cn.wal under c.mu).
+func (cn *Conn) waitWALUsers() {
+	cn.walUse.Lock()
+	cn.walUse.Unlock() //nolint:staticcheck // an empty critical section is the point: a barrier
+}
+
+// borrowWALLocked picks an open WAL handle for syncing without c.mu,
+// preferring cn's, and holds it open until release is called.
+func (c *Capture) borrowWALLocked(cn *Conn) (h WALFile, release func()) {
+	owner := cn
+	if owner == nil || owner.wal == nil {
+		owner = nil
+		for o := range c.conns {
+			if o.wal != nil {
+				owner = o
+				break
+			}
 		}
 	}
-	return nil
+	if owner == nil {
+		return nil, func() {}
+	}
+	owner.walUse.RLock()
+	return owner.wal, owner.walUse.RUnlock
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bopstore/bop/internal/walgen"
 	"github.com/bopstore/bop/wal"
@@ -288,9 +289,16 @@ func TestCaptureRestartAndCheckpoint(t *testing.T) {
 	defer s.close()
 	s.w.Header()
 	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
-	// A checkpoint starts before the writer's phase two arrived: the
-	// transaction is final, durable and confirmed before the copy.
-	if err := s.conn2.CheckpointStart(); err != nil {
+	// A checkpoint starts (on another goroutine, as SQLite's would) before
+	// the writer's phase two arrived: it waits for it, and the transaction
+	// is final, durable and confirmed before the copy.
+	ckpt := make(chan error, 1)
+	go func() { ckpt <- s.conn2.CheckpointStart() }()
+	for s.c.Stats().CkptWaits == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	s.conn.CommitPhaseTwo()
+	if err := <-ckpt; err != nil {
 		t.Fatal(err)
 	}
 	s.conn2.CheckpointDone()
@@ -300,7 +308,6 @@ func TestCaptureRestartAndCheckpoint(t *testing.T) {
 	if s.file.Syncs == 0 {
 		t.Fatal("capture did not fsync the WAL before the checkpoint (nothing else had)")
 	}
-	s.conn.CommitPhaseTwo() // late: nothing more to do
 	// Restart: new salts, frames from 1 again.
 	s.w.Restart(0x5555)
 	s.w.Commit(3, []uint32{3}, [][]byte{pg(ps, 3, 2)})

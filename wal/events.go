@@ -4,7 +4,12 @@ package wal
 // phase two, checkpoints, publishing) and the durability bookkeeping they
 // drive: WAL generations, the durable frames, the confirmed watermark.
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
 
 // newGenerationLocked handles a WAL header write: SQLite starts (or
 // restarts) the WAL.
@@ -124,6 +129,7 @@ func (cn *Conn) Sync(do func() error) error {
 	c.mu.Lock()
 	gen, frame := c.genSeq, c.written
 	cn.syncing = true
+	c.wakeLocked() // a checkpoint waiting for cn's commit leaves it provisional now
 	c.mu.Unlock()
 
 	err := do()
@@ -239,11 +245,15 @@ func (cn *Conn) CommitPhaseTwo() error {
 
 // CheckpointStart is called at SQLITE_FCNTL_CKPT_START on the main database
 // file: SQLite is about to copy WAL frames into the database, after which
-// the WAL can be restarted. Every final transaction is made durable in the
-// spool and confirmed first (the WAL is fsynced here if SQLite did not,
-// e.g. with synchronous=OFF). If it fails, the VFS must fail the
-// checkpoint (return an error from its database writes until
+// the WAL can be restarted. Every transaction the checkpoint may copy is
+// made final, durable in the spool and confirmed first (the WAL is fsynced
+// here if SQLite did not, e.g. with synchronous=OFF). If it fails, the VFS
+// must fail the checkpoint (return an error from its database writes until
 // CheckpointDone), or the WAL could be discarded before the spool holds it.
+//
+// It may wait, up to a few seconds, for another connection's commit in
+// progress to show its outcome (settleForCheckpointLocked); if none shows,
+// the checkpoint is refused with ErrCommitPending.
 func (cn *Conn) CheckpointStart() error {
 	c := cn.c
 	c.mu.Lock()
@@ -252,14 +262,9 @@ func (cn *Conn) CheckpointStart() error {
 		c.mu.Unlock()
 		return err
 	}
-	if P := c.prov; P != nil && (P.writer == nil || !P.writer.syncing) {
-		// The checkpoint may copy P: it is committed (its writer is not
-		// waiting on a commit sync that could still fail).
-		c.stats.FinalCkpt++
-		if err := c.finalizeLocked(); err != nil {
-			c.mu.Unlock()
-			return err
-		}
+	if err := c.settleForCheckpointLocked(cn); err != nil {
+		c.mu.Unlock()
+		return err
 	}
 	if err := c.flushPendingLocked(); err != nil {
 		c.mu.Unlock()
@@ -268,7 +273,9 @@ func (cn *Conn) CheckpointStart() error {
 	var h WALFile
 	gen, frame := c.genSeq, c.written
 	if len(c.unconfirmed) > 0 {
-		h = c.walHandleLocked(cn)
+		var release func()
+		h, release = c.borrowWALLocked(cn)
+		defer release()
 	}
 	c.mu.Unlock()
 	if h != nil {
@@ -282,6 +289,125 @@ func (cn *Conn) CheckpointStart() error {
 		c.markDurableLocked(gen, frame)
 	}
 	return c.persistConfirmedLocked()
+}
+
+// ErrCommitPending: CheckpointStart refused the checkpoint because another
+// connection's commit in progress showed no outcome (commit sync, phase
+// two, rollback) within the wait. Nothing was copied; a later checkpoint
+// can succeed.
+var ErrCommitPending = errors.New("wal: another connection's commit is in progress")
+
+// checkpointWait bounds how long CheckpointStart waits for another
+// connection's commit in progress (settleForCheckpointLocked). A commit
+// shows its outcome within microseconds (or one fsync) of its commit
+// frame; the bound only matters when a commit failed after its commit
+// frame without a signal capture sees. <= 0: refuse at once (tests that
+// drive every connection from one goroutine).
+var checkpointWait atomic.Int64 // a time.Duration
+
+func init() { checkpointWait.Store(int64(5 * time.Second)) }
+
+// settleForCheckpointLocked makes final the provisional transaction P if,
+// and only if, the checkpoint that cn is starting may copy it.
+//
+// What a checkpoint copies (sqlite3WalCheckpoint, walCheckpoint): frames
+// up to mxSafeFrame <= mxFrame of the wal-index header the checkpointer
+// read before CKPT_START. A writer updates that header (walIndexAppend,
+// walIndexWriteHdr, end of sqlite3WalFrames) after its commit frame, after
+// its padding and after its commit sync if it syncs (synchronous=FULL):
+// P is copyable only if its writer got past all of them before the
+// checkpointer read the header. Hence, for P written by connection W:
+//   - W is inside its commit sync: W has not updated the header, so the
+//     checkpointer's copy of it predates P. P stays provisional (its sync
+//     may still fail, and SQLite would then roll P back and write over it).
+//   - W is another open connection between its commit frame and an
+//     outcome: W may be about to sync (the header is not updated yet) or
+//     may not sync at all (synchronous=NORMAL/OFF: the header may already
+//     include P, and a WAL restart may follow the copy before W's phase
+//     two arrives). Capture cannot tell which, so it waits for the next
+//     thing W does: its sync starts (P stays provisional, as above), its
+//     COMMIT_PHASETWO or next frame (P final), a failed sync or a rewrite
+//     (P withdrawn). All of these come within microseconds, or one fsync;
+//     if none comes within checkpointWait, W's commit failed in a way no
+//     event shows, and the checkpoint is refused (ErrCommitPending), which
+//     copies nothing and is always safe.
+//   - W is cn itself, or closed (or unknown): W's commit returned (a
+//     connection does one thing at a time), so P is committed unless its
+//     commit failed after the commit frame with no signal (see "Known
+//     limits" in docs/arch/wal.md). P is made final.
+//
+// A transaction that becomes provisional after CKPT_START arrived was
+// committed after the checkpointer read the header: it is never copyable
+// by this checkpoint and stays provisional.
+func (c *Capture) settleForCheckpointLocked(cn *Conn) error {
+	if c.prov == nil {
+		return nil
+	}
+	seq := c.provSeq
+	var timer *time.Timer
+	var wait time.Duration
+	expired := false
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if err := c.usableLocked(); err != nil {
+			return err
+		}
+		P := c.prov
+		if P == nil || c.provSeq != seq {
+			return nil // P became final or was withdrawn meanwhile
+		}
+		w := P.writer
+		if w != nil && w.syncing {
+			return nil
+		}
+		_, open := c.conns[w]
+		if w == nil || w == cn || !open {
+			c.stats.FinalCkpt++
+			return c.finalizeLocked()
+		}
+		if expired {
+			return c.commitPendingLocked(P, wait)
+		}
+		if timer == nil {
+			c.stats.CkptWaits++
+			if wait = time.Duration(checkpointWait.Load()); wait <= 0 {
+				return c.commitPendingLocked(P, 0)
+			}
+			timer = time.NewTimer(wait)
+		}
+		if c.wake == nil {
+			c.wake = make(chan struct{})
+		}
+		wake := c.wake
+		c.mu.Unlock()
+		select {
+		case <-wake:
+		case <-timer.C:
+			expired = true
+		}
+		c.mu.Lock()
+	}
+}
+
+func (c *Capture) commitPendingLocked(P *provisional, waited time.Duration) error {
+	c.logf("checkpoint refused: frames %d..%d of %s, committed by another connection, showed no outcome within %v", P.first, P.commit, c.walName, waited)
+	return fmt.Errorf("wal: checkpoint refused: frames %d..%d of %s, committed by another connection, showed no outcome within %v: %w",
+		P.first, P.commit, c.walName, waited, ErrCommitPending)
+}
+
+// wakeLocked wakes the CheckpointStart calls waiting for a commit to show
+// its outcome: called when the provisional transaction becomes final or is
+// withdrawn, when a connection starts a sync or closes, and when capture
+// stops or closes.
+func (c *Capture) wakeLocked() {
+	if c.wake != nil {
+		close(c.wake)
+		c.wake = nil
+	}
 }
 
 // CheckpointDone is called at SQLITE_FCNTL_CKPT_DONE.
@@ -307,7 +433,9 @@ func (c *Capture) SyncForPublish() (uint64, error) {
 	var h WALFile
 	gen, frame := c.genSeq, c.written
 	if len(c.unconfirmed) > 0 {
-		h = c.walHandleLocked(nil)
+		var release func()
+		h, release = c.borrowWALLocked(nil)
+		defer release()
 	}
 	c.mu.Unlock()
 	if h != nil {

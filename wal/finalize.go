@@ -27,6 +27,7 @@ func (c *Capture) finalizeLocked() error {
 	}
 	c.stats.Commits++
 	c.prov = nil
+	c.wakeLocked()
 	return c.settleLocked(P.end)
 }
 

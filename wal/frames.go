@@ -244,8 +244,9 @@ func (c *Capture) extendChainLocked(cn *Conn, upto uint32, inHand []byte) error 
 		}
 		if c.prov == nil && j == c.base+1 && c.isPadding(m, page) {
 			// A padding copy of a commit frame that is already final
-			// (finalized by a checkpoint start while its writer was still
-			// padding): settle it.
+			// (a signal made it final before its writer's padding came,
+			// which SQLite's order of events does not do; capture does
+			// not rely on that): settle it.
 			c.stats.PaddingFrames++
 			if err := c.settleLocked(j); err != nil {
 				return err
@@ -254,6 +255,7 @@ func (c *Capture) extendChainLocked(cn *Conn, upto uint32, inHand []byte) error 
 		}
 		c.provBuf = provisional{first: c.base + 1, commit: j, end: j, writer: cn, dbPages: m.hdr.commit(), ck: ck}
 		c.prov = &c.provBuf
+		c.provSeq++
 		c.lastCommit.valid = true
 		c.lastCommit.pgno, c.lastCommit.commit = m.hdr.pgno(), m.hdr.commit()
 		c.lastCommit.page = append(c.lastCommit.page[:0], page...)
@@ -290,6 +292,7 @@ func (c *Capture) withdrawLocked(why string) {
 	c.prov = nil
 	c.chainTo = min(c.chainTo, P.first-1)
 	c.lastCommit.valid = false
+	c.wakeLocked()
 }
 
 // settleLocked makes frames up to upto settled: base moves there and the

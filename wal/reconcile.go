@@ -2,115 +2,8 @@ package wal
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 )
-
-// walScan is what SQLite's recovery would find in a WAL file: the frames
-// of the checksum chain from the header, up to the first frame that fails
-// (wrong salts, page number 0, bad checksum, end of file), and the commit
-// frames among them. Frames after the last commit frame are an unfinished
-// transaction and count for nothing.
-type walScan struct {
-	hdr     walHeader
-	commits []scanCommit // commit frames in the valid chain, ascending
-	last    uint32       // last commit frame (0 if none): SQLite's mxFrame after recovery
-	lastCk  [2]uint32
-}
-
-type scanCommit struct {
-	frame   uint32
-	ck      [2]uint32
-	dbPages uint32
-	pgno    uint32
-}
-
-// scanWAL reads f. ok is false for an absent or empty WAL (shorter than a
-// header, or a header never written: all zero). A header that is not a
-// valid SQLite WAL header is ErrBadWAL naming the file.
-func scanWAL(f WALFile) (s *walScan, ok bool, err error) {
-	if f == nil {
-		return nil, false, nil
-	}
-	size, err := f.Size()
-	if err != nil {
-		return nil, false, fmt.Errorf("wal: size of %s: %w", f.Name(), err)
-	}
-	if size < walHeaderSize {
-		return nil, false, nil
-	}
-	var hb [walHeaderSize]byte
-	if _, err := f.ReadAt(hb[:], 0); err != nil {
-		return nil, false, fmt.Errorf("wal: read %s: %w", f.Name(), err)
-	}
-	if isZero(hb[:]) {
-		return nil, false, nil
-	}
-	h, err := parseWALHeader(hb[:])
-	if err != nil {
-		return nil, false, fmt.Errorf("wal: %s: %v: %w", f.Name(), err, ErrBadWAL)
-	}
-	s = &walScan{hdr: h}
-	ps := int64(h.pageSize)
-	fsz := frameHeaderSz + ps
-	nframes := (size - walHeaderSize) / fsz
-	const chunk = 64
-	buf := make([]byte, chunk*fsz)
-	ck := h.ck
-	for i := int64(0); i < nframes; {
-		k := min(nframes-i, chunk)
-		b := buf[:k*fsz]
-		if _, err := f.ReadAt(b, walHeaderSize+i*fsz); err != nil && !errors.Is(err, io.EOF) {
-			return nil, false, fmt.Errorf("wal: read %s: %w", f.Name(), err)
-		}
-		for j := int64(0); j < k; j++ {
-			fr := b[j*fsz : (j+1)*fsz]
-			var fh frameHeader
-			copy(fh[:], fr)
-			if fh.pgno() == 0 || fh.salt1() != h.salt1 || fh.salt2() != h.salt2 {
-				return s, true, nil
-			}
-			ck = frameChecksum(h.bigEndian, &fh, fr[frameHeaderSz:], ck)
-			if ck != fh.ck() {
-				return s, true, nil
-			}
-			if fh.commit() != 0 {
-				idx := uint32(i + j + 1)
-				s.commits = append(s.commits, scanCommit{frame: idx, ck: ck, dbPages: fh.commit(), pgno: fh.pgno()})
-				s.last, s.lastCk = idx, ck
-			}
-		}
-		i += k
-	}
-	return s, true, nil
-}
-
-// commitAt returns the commit frame idx of the valid chain, if it is one.
-func (s *walScan) commitAt(frame uint32) (scanCommit, bool) {
-	lo, hi := 0, len(s.commits)
-	for lo < hi {
-		m := (lo + hi) / 2
-		if s.commits[m].frame < frame {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	if lo < len(s.commits) && s.commits[lo].frame == frame {
-		return s.commits[lo], true
-	}
-	return scanCommit{}, false
-}
-
-// holds reports whether the WAL holds the commit frame named by id.
-func (s *walScan) holds(id WALIdentity) bool {
-	if s == nil || !id.sameGeneration(s.hdr.salt1, s.hdr.salt2) {
-		return false
-	}
-	c, ok := s.commitAt(id.Frame)
-	return ok && c.ck == id.Cksum
-}
 
 // Reconcile reconciles the spool with the WAL file on disk (nil: there is
 // none). AttachWAL does it at the first attach; the VFS calls it directly
@@ -140,7 +33,11 @@ func (c *Capture) Reconcile(f WALFile) error {
 //     SQLite start (recorded at the header write) is captured from frame 1.
 //  3. Committed frames of a generation capture never saw are
 //     ErrUnknownWAL, unless CaptureOptions.Adopt and the spool has never
-//     held a WAL identity.
+//     held any record: they are then captured from frame 1, which replays
+//     states that existed only from an empty database. Adopting a
+//     database with data is AppendImage's (adopt.go): its image record
+//     carries the WAL identity of the last commit frame it includes, so
+//     case 2 resumes after it.
 //
 // The WAL is then fsynced and everything spooled is confirmed.
 func (c *Capture) reconcileLocked(f WALFile) error {
@@ -197,9 +94,17 @@ func (c *Capture) reconcileLocked(f WALFile) error {
 			start, follow = 0, true
 		case scan.last == 0:
 			start, follow = 0, true // an unknown generation, but nothing committed in it
-		case c.opts.Adopt && !hasSeen && !hasWAL:
+		case c.opts.Adopt && !hasSeen && !hasWAL && sp.Status().LastTxid == 0:
+			// Nothing spooled, not even an image: the frames apply to an
+			// empty database (the VFS adopts a file with data through
+			// AppendImage, never here). Replaying them on top of a
+			// database image would publish states that never existed
+			// when a checkpoint had copied some of them into the file.
 			start, follow = 0, true
 			c.logf("reconcile: adopting %d committed frames of %s", scan.last, f.Name())
+		case c.opts.Adopt && !hasSeen && !hasWAL:
+			return fmt.Errorf("wal: %s (salts %08x/%08x) has %d committed frames bop never captured, and the spool already holds txids up to %d: adopt the database with wal.AppendImage, which includes them: %w",
+				f.Name(), scan.hdr.salt1, scan.hdr.salt2, scan.last, sp.Status().LastTxid, ErrUnknownWAL)
 		default:
 			return fmt.Errorf("wal: %s (salts %08x/%08x) has %d committed frames of a WAL generation bop never captured: %w",
 				f.Name(), scan.hdr.salt1, scan.hdr.salt2, scan.last, ErrUnknownWAL)

@@ -55,7 +55,9 @@ func (k Kind) String() string {
 // generation (its salts), the commit frame's index and the cumulative
 // checksum stored in that frame. Reconciliation compares it with the WAL
 // on disk to prove the frame there is the one that was spooled. Zero for
-// direct and image records.
+// direct records. An image record carries the identity of the last WAL
+// commit frame its pages include (AppendImage), or zero if they include
+// none: capture then resumes after that frame.
 type WALIdentity struct {
 	Salt1, Salt2 uint32
 	Frame        uint32    // 1-based index of the commit frame
@@ -147,11 +149,18 @@ func (h *RecordHeader) check() error {
 	if h.NPages > h.DBPages {
 		return fmt.Errorf("%d pages in a database of %d pages", h.NPages, h.DBPages)
 	}
-	if (h.Kind == KindWAL) != (h.WAL.Frame != 0) {
+	// A WAL record names its commit frame; a direct record has none; an
+	// image record may name the last commit frame it includes (older
+	// spools hold images without one).
+	if (h.Kind == KindWAL && h.WAL.Frame == 0) || (h.Kind == KindDirect && h.WAL.Frame != 0) {
 		return fmt.Errorf("%s record with WAL frame %d", h.Kind, h.WAL.Frame)
 	}
 	return nil
 }
+
+// hasWAL reports whether the record names a WAL commit frame: every
+// frame of that generation up to it is in the spool.
+func (h *RecordHeader) hasWAL() bool { return h.WAL.Frame != 0 }
 
 func encodeTrailer(b []byte, dirHash *xxhash.Digest, npages uint32) {
 	le := binary.LittleEndian

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bopstore/bop/internal/testutil"
 	"github.com/bopstore/bop/internal/vfstest"
+	"github.com/bopstore/bop/internal/walgen"
 	"github.com/bopstore/bop/wal"
 )
 
@@ -204,10 +205,10 @@ func TestReplayPreexistingWAL(t *testing.T) {
 	e.closeCapture()
 	os.RemoveAll(filepath.Join(dir2, "spool"))
 
-	// With adoption: image first, then the WAL's committed frames.
-	e.copts.Adopt = true
+	// With adoption: one image of the file with the WAL's committed
+	// frames over it (wal.AppendImage); capture goes on after them.
 	e.mustOpenCapture()
-	appendImage(t, e, src)
+	appendImage(t, e, src, wsrc)
 	db = e.openDB(true)
 	defer db.Close()
 	mustExec(t, db, "INSERT INTO t(v) VALUES (randomblob(300))")
@@ -215,31 +216,26 @@ func TestReplayPreexistingWAL(t *testing.T) {
 		t.Fatalf("count %s", n)
 	}
 	e.checkReplay(db, "adopted database with an existing WAL")
-	if st := e.cap.Stats(); st.Reconciled == 0 {
-		t.Fatalf("no transaction captured from the existing WAL: %+v", st)
+	if st := e.cap.Stats(); st.Reconciled != 0 {
+		t.Fatalf("%d transactions of the WAL captured again after the image that holds them: %+v", st.Reconciled, st)
 	}
 	e.closeCapture()
 }
 
-// appendImage spools an adopted database's file as a KindImage record.
-func appendImage(t testing.TB, e *env, img []byte) {
+// appendImage spools an adopted database (its file img and WAL wb) as
+// wal.AppendImage does for the VFS.
+func appendImage(t testing.TB, e *env, img, wb []byte) {
 	t.Helper()
 	ps := int(img[16])<<8 | int(img[17])
 	if ps == 1 {
 		ps = 65536
 	}
-	n := len(img) / ps
-	a, err := e.spool.Begin(wal.RecordHeader{Kind: wal.KindImage, PageSize: uint32(ps), DBPages: uint32(n), NPages: uint32(n)})
+	h, err := wal.AppendImage(e.spool, &memMain{b: img}, uint32(ps), &walgen.File{Path: e.path + "-wal", Data: wb})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < n; i++ {
-		if err := a.Add(uint32(i+1), img[i*ps:(i+1)*ps]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := a.Commit(); err != nil {
-		t.Fatal(err)
+	if h.WAL.Frame == 0 {
+		t.Fatalf("image %+v names no WAL frame", h)
 	}
 }
 

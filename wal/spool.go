@@ -655,18 +655,19 @@ func (s *Spool) persist(confirm uint64, ended, seen *[walHeaderSize]byte) error 
 	})
 }
 
-// lastWALHeader returns the header of the last WAL record, walking back
-// over direct and image records (rare: rollback-journal mode, adoption),
-// down to the truncation point.
+// lastWALHeader returns the header of the last record that names a WAL
+// commit frame (a WAL record, or an adopted image that includes WAL
+// frames), walking back over the others (rare: rollback-journal mode,
+// adoption without a WAL), down to the truncation point.
 func (s *Spool) lastWALHeader() (RecordHeader, bool, error) {
 	h, ok := s.LastHeader()
-	for steps := 0; ok && h.Kind != KindWAL && steps < 4096; steps++ {
+	for steps := 0; ok && !h.hasWAL() && steps < 4096; steps++ {
 		s.mu.Lock()
 		first := s.state.cur.truncated + 1
 		lt := s.state.cur.lastTruncated
 		s.mu.Unlock()
 		if h.Txid <= first {
-			if h.Txid == first && lt.Kind == KindWAL {
+			if h.Txid == first && lt.hasWAL() {
 				return lt, true, nil
 			}
 			return RecordHeader{}, false, nil
@@ -676,7 +677,7 @@ func (s *Spool) lastWALHeader() (RecordHeader, bool, error) {
 			return RecordHeader{}, false, err
 		}
 	}
-	return h, ok && h.Kind == KindWAL, nil
+	return h, ok && h.hasWAL(), nil
 }
 
 var errNoChange = errors.New("no change")

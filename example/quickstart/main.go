@@ -81,6 +81,15 @@ func run(dir, vfsName string) error {
 		return err
 	}
 
+	// Publishing runs in the background (every second by default);
+	// PRAGMA bop_checkpoint publishes now and waits, so the status below
+	// shows the row as published to the store.
+	var published string
+	if err := db.QueryRow("PRAGMA bop_checkpoint").Scan(&published); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	fmt.Printf("PRAGMA bop_checkpoint: %s\n", published)
+
 	var status string
 	if err := db.QueryRow("PRAGMA bop_status").Scan(&status); err != nil {
 		return err

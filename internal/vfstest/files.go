@@ -6,6 +6,7 @@ import (
 	"github.com/ncruces/go-sqlite3/util/vfsutil"
 	"github.com/ncruces/go-sqlite3/vfs"
 
+	"github.com/bopstore/bop/internal/fdsync"
 	"github.com/bopstore/bop/wal"
 )
 
@@ -200,7 +201,21 @@ func (f *walFile) syncFull() error {
 // capture's view: Sync() error.
 type walHandle struct{ *walFile }
 
-func (h walHandle) Sync() error { return h.syncFull() }
+// Sync is capture's, from other goroutines than the connection's: through
+// the descriptor (internal/fdsync), not the file's own Sync.
+func (h walHandle) Sync() error {
+	if err := h.v.crashCheck(); err != nil {
+		return err
+	}
+	ok, err := fdsync.File(h.File, h.path, nil)
+	if !ok {
+		err = h.File.Sync(vfs.SYNC_FULL)
+	}
+	if err == nil && h.v.Crash != nil {
+		h.v.Crash.Sync(h.path)
+	}
+	return err
+}
 
 func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.v.crashCheck(); err != nil {

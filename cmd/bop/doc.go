@@ -1,0 +1,36 @@
+// Command bop inspects and restores databases that the bop VFS keeps in an
+// object store.
+//
+// Usage:
+//
+//	bop <command> [arguments] STORE_URL
+//
+// The commands are:
+//
+//	restore     write a plain SQLite file of a database at a boundary
+//	status      the head, the newest boundary, publishes, objects and sizes
+//	boundaries  list the restorable boundaries (txid, seq, time)
+//	verify      fetch every object a boundary reads and check its hashes
+//	databases   list the databases in a store
+//	version     print the version of bop
+//	help        print help for a command
+//
+// STORE_URL is what vfs.Config.Remote takes: file:///absolute/dir (a local
+// directory store; the quickstart's embedded store is
+// file://<dir>/app.db-bop/store) or
+// s3://bucket/prefix?endpoint=https://host:port&region=r&path_style=true.
+//
+// A database is named by -tenant (default "default") and -db. Without -db,
+// bop lists the tenant's keys and takes the one database it finds; with
+// several it names them and asks for -db.
+//
+// S3 credentials come from the environment: AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; without them the AWS
+// default credential chain is used (shared config files, and on EC2 the
+// instance metadata service). -no-imds, or AWS_EC2_METADATA_DISABLED=true,
+// keeps the instance metadata service out of that chain.
+//
+// Exit status: 0 on success, 1 when the command fails (including verify
+// finding a damaged object), 2 for a usage error. SIGINT and SIGTERM
+// cancel the command; a restore that is cancelled leaves no output file.
+package main

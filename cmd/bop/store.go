@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/bopstore/bop/manifest"
+	"github.com/bopstore/bop/remote"
+	"github.com/bopstore/bop/remote/backend"
+)
+
+// storeFlags are the flags every command that opens a store takes.
+type storeFlags struct {
+	tenant string
+	db     string
+	noIMDS bool
+}
+
+func (sf *storeFlags) register(fs *flag.FlagSet, withDB bool) {
+	fs.StringVar(&sf.tenant, "tenant", remote.DefaultTenant, "the tenant, the first level of the store's key layout")
+	if withDB {
+		fs.StringVar(&sf.db, "db", "", "the database's name in the store (default: the only database of the tenant)")
+	}
+	fs.BoolVar(&sf.noIMDS, "no-imds", false, "keep the EC2 instance metadata service out of the AWS credential chain\n(also AWS_EC2_METADATA_DISABLED=true)")
+}
+
+// backendOptions reads S3 credentials from the environment. Static keys
+// come as a pair; half a pair is an error rather than a silent fall back
+// to the default chain.
+func (sf *storeFlags) backendOptions() (backend.Options, error) {
+	opts := backend.Options{
+		AccessKey:    os.Getenv("AWS_ACCESS_KEY_ID"),
+		SecretKey:    os.Getenv("AWS_SECRET_ACCESS_KEY"),
+		SessionToken: os.Getenv("AWS_SESSION_TOKEN"),
+		DisableIMDS:  sf.noIMDS || strings.EqualFold(os.Getenv("AWS_EC2_METADATA_DISABLED"), "true"),
+	}
+	if (opts.AccessKey == "") != (opts.SecretKey == "") {
+		return opts, fmt.Errorf("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together")
+	}
+	if opts.SessionToken != "" && opts.AccessKey == "" {
+		return opts, fmt.Errorf("AWS_SESSION_TOKEN needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+	}
+	return opts, nil
+}
+
+// openStore opens the store at rawURL for reading. A file:// store must
+// already exist: backend.Open would create the directory, and a typo in a
+// path should say so, not show an empty store.
+func (sf *storeFlags) openStore(ctx context.Context, rawURL string) (remote.Store, func(), error) {
+	loc, err := backend.Parse(rawURL)
+	if err != nil {
+		return nil, nil, usagef("%v", err)
+	}
+	if sf.tenant == "" {
+		return nil, nil, usagef("-tenant is empty")
+	}
+	if err := remote.ValidateName("tenant", sf.tenant); err != nil {
+		return nil, nil, usagef("-tenant: %v", err)
+	}
+	if sf.db != "" {
+		if err := remote.ValidateName("database", sf.db); err != nil {
+			return nil, nil, usagef("-db: %v", err)
+		}
+	}
+	if loc.Scheme == "file" {
+		fi, err := os.Stat(loc.Dir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("store %s: %w", rawURL, err)
+		}
+		if !fi.IsDir() {
+			return nil, nil, fmt.Errorf("store %s: %s is not a directory", rawURL, loc.Dir)
+		}
+	}
+	opts, err := sf.backendOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := backend.Open(ctx, rawURL, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	closeFn := func() {
+		if c, ok := s.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	return s, closeFn, nil
+}
+
+// dbRef is a database found in a store.
+type dbRef struct{ tenant, db string }
+
+// listDatabases lists the databases (folders with a head) in the store,
+// of one tenant, or of all when tenant is "". It lists every key below:
+// an administrative path, never a hot one.
+func listDatabases(ctx context.Context, s remote.Store, tenant string) ([]dbRef, error) {
+	prefix := ""
+	if tenant != "" {
+		prefix = tenant + "/"
+	}
+	var out []dbRef
+	err := s.List(ctx, prefix, func(info remote.ObjectInfo) error {
+		parts := strings.Split(info.Key, "/")
+		if len(parts) == 3 && parts[2] == "head" {
+			out = append(out, dbRef{parts[0], parts[1]})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].tenant != out[j].tenant {
+			return out[i].tenant < out[j].tenant
+		}
+		return out[i].db < out[j].db
+	})
+	return out, nil
+}
+
+// layout names the database the flags choose: -db, or the only database
+// of the tenant.
+func (sf *storeFlags) layout(ctx context.Context, s remote.Store, rawURL string) (remote.Layout, error) {
+	if sf.db != "" {
+		return remote.NewLayout(sf.tenant, sf.db)
+	}
+	dbs, err := listDatabases(ctx, s, sf.tenant)
+	if err != nil {
+		return remote.Layout{}, err
+	}
+	switch len(dbs) {
+	case 0:
+		return remote.Layout{}, fmt.Errorf("no database of tenant %q in %s (is this the store URL the VFS was given? 'bop databases' lists every tenant)", sf.tenant, rawURL)
+	case 1:
+		return remote.NewLayout(dbs[0].tenant, dbs[0].db)
+	}
+	names := make([]string, len(dbs))
+	for i, d := range dbs {
+		names[i] = d.db
+	}
+	return remote.Layout{}, usagef("tenant %q has %d databases (%s): choose one with -db", sf.tenant, len(dbs), strings.Join(names, ", "))
+}
+
+// remoteDB is one database's store and a catalog built from it alone.
+type remoteDB struct {
+	store  remote.Store
+	layout remote.Layout
+	head   *manifest.Head
+	cat    *manifest.Catalog
+	close  func()
+}
+
+// openRemoteDB opens the store, finds the database and builds its catalog
+// in a temporary folder (manifest.OpenRemote: head, the snapshot it names,
+// log records after it; every one verified as it is read).
+func (sf *storeFlags) openRemoteDB(ctx context.Context, rawURL, tmpRoot string) (*remoteDB, error) {
+	s, closeStore, err := sf.openStore(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*remoteDB, error) {
+		closeStore()
+		return nil, err
+	}
+	layout, err := sf.layout(ctx, s, rawURL)
+	if err != nil {
+		return fail(err)
+	}
+	head, _, err := manifest.GetHead(ctx, s, layout)
+	if errors.Is(err, remote.ErrNotFound) {
+		return fail(fmt.Errorf("no database %s in %s (no head)", strings.TrimSuffix(layout.Root(), "/"), rawURL))
+	}
+	if err != nil {
+		return fail(err)
+	}
+	tmp, err := os.MkdirTemp(tmpRoot, "bop-catalog-")
+	if err != nil {
+		return fail(err)
+	}
+	cat, err := manifest.OpenRemote(ctx, s, layout, filepath.Join(tmp, "catalog.db"), manifest.Options{})
+	if err != nil {
+		os.RemoveAll(tmp)
+		return fail(fmt.Errorf("read %s from %s: %w", strings.TrimSuffix(layout.Root(), "/"), rawURL, err))
+	}
+	return &remoteDB{store: s, layout: layout, head: head, cat: cat, close: func() {
+		cat.Close()
+		os.RemoveAll(tmp)
+		closeStore()
+	}}, nil
+}
+
+// name is tenant/db.
+func (r *remoteDB) name() string { return strings.TrimSuffix(r.layout.Root(), "/") }
+
+// publishes calls fn for every publishes row in seq order, a page at a
+// time (bounded memory for long histories).
+func (r *remoteDB) publishes(fn func(manifest.Publish) error) error {
+	const page = 1000
+	for from := uint64(1); ; {
+		rows, err := r.cat.Publishes(from, page)
+		if err != nil {
+			return err
+		}
+		for _, p := range rows {
+			if err := fn(p); err != nil {
+				return err
+			}
+		}
+		if len(rows) < page {
+			return nil
+		}
+		from = rows[len(rows)-1].Seq + 1
+	}
+}
