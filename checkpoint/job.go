@@ -26,7 +26,9 @@ import (
 // with its plan stored at creation and its progress saved after every
 // action, so that a crash at any point leaves the last saved state for
 // the next start to resume or abandon (recover, below). created_at and
-// started_at are written once by the catalog (CreateJob, StartJob).
+// started_at are written once by the catalog (CreateJob, StartJob). The
+// catalog enforces the moves (manifest.JobState.CanMoveTo): never back,
+// abandoned only before published, completed only after it.
 //
 // What each state means, and what a restart does with it:
 //
@@ -46,7 +48,8 @@ import (
 //
 // Resume or abandon (recover, every cycle before new work):
 //   - published: always resume (finish the cleanup). It is never
-//     abandoned: its record is committed.
+//     abandoned: its record is committed. (One whose plan cannot be
+//     read is completed without it: completeUnreadable.)
 //   - planned, staged, uploaded: first look for the job's record in the
 //     catalog (a crash after the log record was created but before the job
 //     row said so: the takeover at restart, or settling an unknown outcome,
@@ -62,8 +65,14 @@ import (
 //     repeated), and the record is created. Otherwise it is abandoned.
 //   - A job whose run fails permanently (refused record, lease held by
 //     another holder, quota that cannot fit, spool range gone or corrupt,
-//     fenced) is abandoned at once; other failures (I/O, network,
-//     cancellation) leave it unfinished for the next cycle.
+//     fenced) is abandoned at once, unless its record is in the catalog:
+//     then it is published whatever failed after, and is finished (endRun,
+//     findRecord). Other failures (I/O, network, cancellation) leave it
+//     unfinished for the next cycle.
+//   - An unknown outcome is never guessed at: the Writer offers the same
+//     record bytes again before writing anything else, so the job's
+//     record either lands (found in the catalog) or its seq holds
+//     another writer's record (fenced: abandoned).
 
 // JobKind is the catalog job kind of a publish.
 const JobKind = "publish"
@@ -551,17 +560,41 @@ func removeStaging(dir, job string) {
 
 // findRecord returns the seq of the job's publish record if the catalog
 // holds it (after settling an uncertain Publish of this process), else 0.
+//
+// The catalog is searched even when settling fails: settling may apply
+// the job's record and only then fail (our record landed, then the
+// writer learned it was fenced, or could not read head). The record in
+// the catalog is the commit point, so the job is published whatever
+// failed after it; the failure is kept (fenced: the publisher stops;
+// else: the next publish settles again), never turned into an abandon.
 func (p *Publisher) findRecord(ctx context.Context, job string, pl *Plan) (uint64, error) {
+	var settleErr error
 	if p.takeUncertain() {
 		if err := p.cfg.Writer.CheckStillWriter(ctx); err != nil {
 			if errors.Is(err, manifest.ErrFenced) {
 				p.setFenced(err)
-				return 0, permanent(fmt.Errorf("%w: %w", ErrFenced, err))
+				settleErr = permanent(fmt.Errorf("%w: %w", ErrFenced, err))
+			} else {
+				p.markUncertain()
+				settleErr = fmt.Errorf("checkpoint: settle the last publish: %w", err)
 			}
-			p.markUncertain()
-			return 0, fmt.Errorf("checkpoint: settle the last publish: %w", err)
 		}
 	}
+	seq, err := p.recordInCatalog(job, pl)
+	switch {
+	case err != nil && settleErr != nil:
+		return 0, settleErr
+	case err != nil:
+		return 0, err
+	case seq != 0:
+		return seq, nil
+	}
+	return 0, settleErr
+}
+
+// recordInCatalog returns the seq of the job's (non-void) publish record
+// in the catalog, else 0. The record can only follow the plan's parent.
+func (p *Publisher) recordInCatalog(job string, pl *Plan) (uint64, error) {
 	cat := p.cfg.Catalog
 	for from := pl.PrevSeq + 1; ; {
 		rows, err := cat.Publishes(from, 1024)
@@ -602,9 +635,25 @@ func (p *Publisher) recover(ctx context.Context) error {
 		if j.Kind != JobKind {
 			continue
 		}
+		// Settling may fence the publisher while the job it settled is
+		// still finished (its record landed first). From then on only
+		// published jobs (local cleanup) go on: nothing is uploaded.
+		if err := p.fencedErr(); err != nil && j.State != manifest.JobPublished {
+			return err
+		}
 		if err := p.recoverJob(ctx, j); err != nil {
 			return err
 		}
+	}
+	return p.fencedErr()
+}
+
+// fencedErr is the publisher's fence as an ErrFenced error, or nil.
+func (p *Publisher) fencedErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fenced != nil {
+		return fmt.Errorf("%w: %w", ErrFenced, p.fenced)
 	}
 	return nil
 }
@@ -644,6 +693,9 @@ func (p *Publisher) recoverJob(ctx context.Context, j manifest.Job) error {
 		pr, err = decodeProgress(j.Progress, pl)
 	}
 	if err != nil {
+		if j.State == manifest.JobPublished {
+			return p.completeUnreadable(j.ID, err)
+		}
 		return p.abandon(j.ID, err)
 	}
 	r := &jobRun{p: p, id: j.ID, pl: pl, prog: pr, state: j.State}
@@ -699,10 +751,43 @@ func (p *Publisher) endRun(r *jobRun, err error) error {
 		return err
 	}
 	if isPermanent(err) && r.state != manifest.JobPublished && r.state != manifest.JobCompleted {
+		// A job whose record is in the catalog is published, whatever
+		// failed after the commit point: it is finished, never abandoned.
+		// (Unsure whether it is there: leave it for the next cycle.)
+		seq, ferr := p.recordInCatalog(r.id, r.pl)
+		if ferr != nil {
+			return errors.Join(err, ferr)
+		}
+		if seq != 0 {
+			if merr := r.markPublished(seq); merr != nil {
+				return errors.Join(err, merr)
+			}
+			return errors.Join(err, r.finish())
+		}
 		r.release()
 		if aerr := p.abandon(r.id, err); aerr != nil {
 			return errors.Join(err, aerr)
 		}
 	}
 	return err
+}
+
+// completeUnreadable ends a published job whose stored plan or progress
+// cannot be read: its record is committed, so it is completed, never
+// abandoned. Only its plan-specific cleanup is lost: the cycle truncates
+// the spool up to the catalog's tip anyway.
+func (p *Publisher) completeUnreadable(id string, reason error) error {
+	if err := p.releaseLeases(id); err != nil {
+		return err
+	}
+	removeStaging(p.cfg.StagingDir, id)
+	if q, ok := p.quotaTenant().Job(id); ok {
+		q.Close()
+	}
+	if err := p.cfg.Catalog.FinishJob(id, manifest.JobCompleted, "published; plan unreadable: "+reason.Error()); err != nil {
+		return fmt.Errorf("checkpoint: complete job %s: %w", id, err)
+	}
+	p.logf("checkpoint: published job %s completed without its plan: %v", id, reason)
+	p.setJob("", "")
+	return nil
 }

@@ -64,6 +64,11 @@ var (
 
 	// ErrJobNotFound: no job with that id.
 	ErrJobNotFound = errors.New("manifest: job not found")
+
+	// ErrJobTransition: a job state change the job state machine forbids
+	// (backwards, out of a final state, abandoning a published job,
+	// completing an unpublished one). Nothing is written.
+	ErrJobTransition = errors.New("manifest: forbidden job state transition")
 )
 
 // corruptf builds an ErrCorrupt error naming where the bad bytes came from.

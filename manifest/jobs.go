@@ -9,7 +9,9 @@ import (
 
 // JobState is a durable job's state. A job moves forward through
 // planned -> staged -> uploaded -> published -> completed, or to
-// abandoned from any unfinished state.
+// abandoned from a state before published. jobMoves is the whole state
+// machine; SaveProgress and FinishJob refuse anything else with
+// ErrJobTransition.
 type JobState string
 
 const (
@@ -21,10 +23,48 @@ const (
 	JobAbandoned JobState = "abandoned"
 )
 
-var jobOrder = map[JobState]int{JobPlanned: 0, JobStaged: 1, JobUploaded: 2, JobPublished: 3, JobCompleted: 4, JobAbandoned: 5}
+// jobMoves lists, for each state, the states a job in it may move to.
+// Invariants it keeps:
+//   - no state goes back (a resumed job continues, it never restarts a
+//     phase it passed);
+//   - published is the commit point (the job's record is in the log):
+//     such a job may only become completed, never abandoned, and it is
+//     published once (its progress holds the record's seq);
+//   - completed needs published first; completed and abandoned are
+//     final;
+//   - a state may repeat before published (progress within a phase:
+//     staged after each action).
+//
+// A job may skip states forward: a plan with no objects goes from planned
+// to uploaded, and a resumed job whose record is found in the log goes
+// to published from any earlier state.
+var jobMoves = map[JobState][]JobState{
+	JobPlanned:   {JobPlanned, JobStaged, JobUploaded, JobPublished, JobAbandoned},
+	JobStaged:    {JobStaged, JobUploaded, JobPublished, JobAbandoned},
+	JobUploaded:  {JobUploaded, JobPublished, JobAbandoned},
+	JobPublished: {JobCompleted},
+	JobCompleted: nil,
+	JobAbandoned: nil,
+}
 
 // Finished reports whether the state is terminal.
 func (s JobState) Finished() bool { return s == JobCompleted || s == JobAbandoned }
+
+// Valid reports whether s is one of the job states.
+func (s JobState) Valid() bool {
+	_, ok := jobMoves[s]
+	return ok
+}
+
+// CanMoveTo reports whether a job in state s may move to next.
+func (s JobState) CanMoveTo(next JobState) bool {
+	for _, m := range jobMoves[s] {
+		if m == next {
+			return true
+		}
+	}
+	return false
+}
 
 // Job is a durable job record (checkpoint, compaction, GC...). Every
 // phase transition is one catalog transaction, so a crash at any point
@@ -86,10 +126,15 @@ func (c *Catalog) StartJob(id string) error {
 }
 
 // SaveProgress records a job's state, phase and progress. It never
-// touches created_at or started_at, and a state never moves backwards.
+// touches created_at or started_at. The state must be an allowed move
+// from the job's current one (see jobMoves) and not final (FinishJob
+// ends jobs): else ErrJobTransition and nothing changes.
 func (c *Catalog) SaveProgress(id string, state JobState, phase string, progress []byte) error {
-	if _, ok := jobOrder[state]; !ok {
-		return fmt.Errorf("manifest: job %s: unknown state %q", id, state)
+	if !state.Valid() {
+		return fmt.Errorf("%w: job %s: unknown state %q", ErrJobTransition, id, state)
+	}
+	if state.Finished() {
+		return fmt.Errorf("%w: job %s: %s is a final state: use FinishJob", ErrJobTransition, id, state)
 	}
 	if err := c.lock(); err != nil {
 		return err
@@ -100,11 +145,8 @@ func (c *Catalog) SaveProgress(id string, state JobState, phase string, progress
 		if err != nil {
 			return err
 		}
-		if cur.Finished() {
-			return fmt.Errorf("manifest: job %s is already %s", id, cur)
-		}
-		if jobOrder[state] < jobOrder[cur] {
-			return fmt.Errorf("manifest: job %s: state %s would go back from %s", id, state, cur)
+		if !cur.CanMoveTo(state) {
+			return fmt.Errorf("%w: job %s: %s -> %s", ErrJobTransition, id, cur, state)
 		}
 		if err := c.exec("UPDATE jobs SET state = ?, phase = ?, progress = ?, updated_at = ? WHERE id = ?",
 			string(state), phase, progress, c.now().UnixMilli(), id); err != nil {
@@ -114,11 +156,13 @@ func (c *Catalog) SaveProgress(id string, state JobState, phase string, progress
 	})
 }
 
-// FinishJob ends a job: completed, or abandoned with the error that ended
-// it.
+// FinishJob ends a job: completed (only from published), or abandoned
+// with the error that ended it (only before published: a published job's
+// record is committed in the log). A forbidden move is ErrJobTransition
+// and changes nothing.
 func (c *Catalog) FinishJob(id string, state JobState, lastErr string) error {
 	if !state.Finished() {
-		return fmt.Errorf("manifest: job %s: %q is not a final state", id, state)
+		return fmt.Errorf("%w: job %s: %q is not a final state", ErrJobTransition, id, state)
 	}
 	if err := c.lock(); err != nil {
 		return err
@@ -129,8 +173,8 @@ func (c *Catalog) FinishJob(id string, state JobState, lastErr string) error {
 		if err != nil {
 			return err
 		}
-		if cur.Finished() {
-			return fmt.Errorf("manifest: job %s is already %s", id, cur)
+		if !cur.CanMoveTo(state) {
+			return fmt.Errorf("%w: job %s: %s -> %s", ErrJobTransition, id, cur, state)
 		}
 		if err := c.exec("UPDATE jobs SET state = ?, last_error = ?, updated_at = ? WHERE id = ?",
 			string(state), lastErr, c.now().UnixMilli(), id); err != nil {

@@ -63,6 +63,9 @@ func (w *Writer) snapshotLocked(ctx context.Context) error {
 	if err := w.settle(ctx); err != nil {
 		return err
 	}
+	if err := w.writable(); err != nil { // settle may have fenced
+		return err
+	}
 	tmp := w.cat.Path() + ".snapshot.tmp"
 	defer os.Remove(tmp)
 	seq, err := w.cat.writeSnapshot(tmp)

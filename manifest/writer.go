@@ -75,8 +75,12 @@ func (o *WriterOptions) defaults() {
 //   - Publish: create log/<s+1> only after log/<s> succeeded. A 412 is
 //     resolved by a GET: our own bytes mean success (a retried Put whose
 //     first response was lost); anything else means ErrFenced: stop, never
-//     overwrite. An error with unknown outcome is resolved by GET before
-//     anything else is written.
+//     overwrite. An error with unknown outcome (timeout, reset) leaves the
+//     record pending: before anything else is written, the same bytes are
+//     offered again at the same seq (If-None-Match) until they land or
+//     another record is found there. A 404 proves nothing (a store may
+//     apply a request after its client gave up), so a seq whose create
+//     may still land never gets a second, different record from us.
 //   - head is advanced (If-Match) after each record, best effort. A head
 //     showing a higher epoch means a takeover is under way: the writer
 //     stops (ErrFenced) rather than race it.
@@ -95,8 +99,13 @@ type Writer struct {
 	head     Head   // the head as we last wrote it
 	headETag string
 	fenced   error
-	pending  *pendingRecord // a record whose Put outcome is unknown
-	lastSeq  uint64         // our newest record known to be in the log
+	// pending is a record whose create had an unknown outcome. Invariant:
+	// while it is set, nothing else is created at any seq; it is cleared
+	// only when its exact bytes are seen at its seq (success) or another
+	// record is (fenced), or by a Takeover, whose walk and create at the
+	// first free seq decide its seq the same way.
+	pending *pendingRecord
+	lastSeq uint64 // our newest record known to be in the log
 }
 
 type pendingRecord struct {
@@ -227,6 +236,10 @@ func (w *Writer) Takeover(ctx context.Context, force bool) (TakeoverInfo, error)
 			return TakeoverInfo{}, err
 		}
 	}
+	// A pending record of the old epoch needs no settling here: it can
+	// land only at the seq after the catalog's tip, which the walk below
+	// either finds (and applies: an older epoch of ours) or claims with
+	// the takeover record (and then it can never land).
 	w.epoch, w.fenced, w.pending = 0, nil, nil
 	var lastErr error
 	for attempt := 0; attempt < w.opts.TakeoverAttempts; attempt++ {
@@ -317,7 +330,9 @@ func (w *Writer) takeoverOnce(ctx context.Context, force bool) (TakeoverInfo, *R
 			if err := w.cat.applyFrom(ctx, other, otherRaw, src); err != nil {
 				return TakeoverInfo{}, nil, err
 			}
-			foreign++
+			if other.Writer != w.id { // ours: a create of an earlier epoch that landed late
+				foreign++
+			}
 			continue
 		}
 		if err := w.cat.applyFrom(ctx, rec, raw, src); err != nil {
@@ -437,10 +452,12 @@ func (w *Writer) checkNotDiverged(ctx context.Context) error {
 // createRecord creates log/<rec.Seq> with If-None-Match and settles the
 // outcome. It returns (nil, nil, nil) when our record is in place, or the
 // record another writer put there. A Put that fails without an answer
-// (timeout, lost response) is simply retried: if the first one landed,
-// the retry gets 412, and the GET that resolves every 412 finds our own
-// bytes: success. If the outcome cannot be settled, the record is kept
-// as pending and resolved by GET before anything else is written.
+// (timeout, lost response) is simply retried with the same bytes: if the
+// first one landed, the retry gets 412, and the GET that resolves every
+// 412 finds our own bytes: success. If the outcome cannot be settled, the
+// record is kept as pending, and settle offers the same bytes again
+// before anything else is written: every error return below leaves it
+// pending, except a fence.
 func (w *Writer) createRecord(ctx context.Context, rec *Record, raw []byte) (*Record, []byte, error) {
 	key := w.layout.Log(rec.Seq)
 	const attempts = 4
@@ -460,7 +477,11 @@ func (w *Writer) createRecord(ctx context.Context, rec *Record, raw []byte) (*Re
 				return nil, nil, nil // ours: this Put or an earlier one landed
 			}
 			if got.Writer == w.id && got.Epoch == rec.Epoch {
-				return nil, nil, fmt.Errorf("%w: %s holds another record by this writer id and epoch: two processes share writer id %s", ErrFenced, key, w.id)
+				// This writer never offers two records for one seq (see
+				// pending), so another process has our id.
+				w.fenced = fmt.Errorf("%w: %s holds another record by this writer id and epoch: two processes share writer id %s", ErrFenced, key, w.id)
+				w.epoch = 0
+				return nil, nil, w.fenced
 			}
 			return got, gotRaw, nil
 		case errors.Is(err, remote.ErrNotFound) && conflict:
@@ -468,16 +489,20 @@ func (w *Writer) createRecord(ctx context.Context, rec *Record, raw []byte) (*Re
 			// same key is still in flight (versitygw answers 412 while
 			// it writes). Wait for it to appear; if it never does, try
 			// the create again.
+			// (An earlier attempt of ours that timed out may be that
+			// create: until the seq is decided the record stays pending.)
 			if attempt >= attempts+8 {
+				w.pending = &pendingRecord{rec: rec, raw: raw}
 				return nil, nil, fmt.Errorf("manifest: %s: create refused but the key stays missing: %w", key, putErr)
 			}
 			if err := sleepCtx(ctx, time.Duration(attempt*attempt)*time.Millisecond); err != nil {
-				return nil, nil, err
+				w.pending = &pendingRecord{rec: rec, raw: raw}
+				return nil, nil, fmt.Errorf("manifest: create %s: outcome unknown: %w", key, err)
 			}
 			continue
 		default:
 			w.pending = &pendingRecord{rec: rec, raw: raw}
-			return nil, nil, fmt.Errorf("manifest: create %s: outcome unknown (%v; reading it back: %w)", key, putErr, err)
+			return nil, nil, fmt.Errorf("manifest: create %s: outcome unknown (%w; reading it back: %v)", key, putErr, err)
 		}
 	}
 }
@@ -493,27 +518,34 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// settle resolves a record whose outcome was unknown and brings the
-// catalog up to the log, before anything new is written.
+// settle resolves a record whose create had an unknown outcome and brings
+// the catalog up to the log, before anything new is written. The pending
+// record is created again, byte for byte, rather than looked up: a GET
+// that finds nothing proves nothing, because the first request may still
+// be applied later. So the seq is decided by the store, once: our bytes
+// (whichever of our requests landed) or another writer's record (fenced).
 func (w *Writer) settle(ctx context.Context) error {
 	if p := w.pending; p != nil {
-		got, gotRaw, err := getRecord(ctx, w.store, w.layout, p.rec.Seq)
+		w.pending = nil // createRecord sets it again if still unknown
+		other, _, err := w.createRecord(ctx, p.rec, p.raw)
 		switch {
-		case errors.Is(err, remote.ErrNotFound):
-			w.pending = nil // it never landed
 		case err != nil:
 			return fmt.Errorf("manifest: settle %s: %w", w.layout.Log(p.rec.Seq), err)
-		case bytes.Equal(gotRaw, p.raw):
-			w.pending = nil
-			w.lastSeq = max(w.lastSeq, p.rec.Seq)
-			if w.cat.Tip().Seq < p.rec.Seq {
-				if err := w.cat.applyFrom(ctx, p.rec, p.raw, w.dirs()); err != nil {
-					return err
-				}
+		case other != nil:
+			return w.fence(other)
+		}
+		w.lastSeq = max(w.lastSeq, p.rec.Seq)
+		if w.cat.Tip().Seq < p.rec.Seq {
+			if err := w.cat.applyFrom(ctx, p.rec, p.raw, w.dirs()); err != nil {
+				return fmt.Errorf("manifest: %s was published but the local catalog did not apply it (it catches up from the log): %v", w.layout.Log(p.rec.Seq), err)
 			}
-		default:
-			w.pending = nil
-			return w.fence(got)
+		}
+		w.advanceHead(ctx, p.rec)
+		if w.fenced != nil {
+			return w.fenced
+		}
+		if p.rec.Kind == KindRelease {
+			w.epoch = 0 // a Release that failed has happened after all
 		}
 	}
 	// A record of ours that the catalog failed to apply is applied from
@@ -557,8 +589,8 @@ func (w *Writer) Publish(ctx context.Context, rec *Record) error {
 	if err := w.settle(ctx); err != nil {
 		return err
 	}
-	if w.fenced != nil {
-		return w.fenced
+	if err := w.writable(); err != nil {
+		return err
 	}
 	tip := w.cat.Tip()
 	if tip.FenceEpoch != w.epoch || tip.Epoch != w.epoch {
@@ -595,9 +627,11 @@ func (w *Writer) appendLocked(ctx context.Context, rec *Record) error {
 	}
 	w.lastSeq = rec.Seq
 	if err := w.cat.applyFrom(ctx, rec, raw, src); err != nil {
-		// Committed remotely; the catalog catches up from the log at the
-		// next Takeover or Refresh.
-		return fmt.Errorf("manifest: %s was published but the local catalog did not apply it: %w", w.layout.Log(rec.Seq), err)
+		// Committed remotely; the catalog catches up from the log before
+		// the writer's next write (settle) or at the next Takeover. The
+		// cause is not wrapped: after the commit point no error may read
+		// as a refused record (ErrBadRecord) or a fence.
+		return fmt.Errorf("manifest: %s was published but the local catalog did not apply it (it catches up from the log): %v", w.layout.Log(rec.Seq), err)
 	}
 	w.advanceHead(ctx, rec)
 	return nil
@@ -682,6 +716,9 @@ func (w *Writer) Release(ctx context.Context) error {
 	if w.fenced != nil {
 		return w.fenced
 	}
+	if w.epoch == 0 {
+		return nil // settle found our earlier release record in the log
+	}
 	tip := w.cat.Tip()
 	rec := &Record{Format: RecordFormat, Seq: tip.Seq + 1, Kind: KindRelease, Epoch: w.epoch, Writer: w.id,
 		Parent: Parent{Seq: tip.LastSeq, Txid: tip.Txid}, Txid: tip.Txid, DBPages: tip.DBPages,
@@ -706,8 +743,8 @@ func (w *Writer) CheckStillWriter(ctx context.Context) error {
 	if err := w.settle(ctx); err != nil {
 		return err
 	}
-	if w.fenced != nil {
-		return w.fenced
+	if err := w.writable(); err != nil {
+		return err
 	}
 	next := w.cat.Tip().Seq + 1
 	other, _, err := getRecord(ctx, w.store, w.layout, next)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	mrand "math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -556,13 +557,18 @@ func TestCatalogCatchesUpAfterFailedApply(t *testing.T) {
 	seq := n.cat.Tip().Seq + 1
 	n.cat.applyHook = func(stage string) error {
 		if stage == "apply" {
-			return errors.New("disk full")
+			// Even a cause that reads as a refusal: after the commit
+			// point the caller must not think nothing was written.
+			return fmt.Errorf("disk full: %w", ErrBadRecord)
 		}
 		return nil
 	}
 	err := n.w.Publish(ctx, rec)
 	if err == nil || !strings.Contains(err.Error(), "was published but the local catalog did not apply it") {
 		t.Fatalf("publish with a failing catalog: %v", err)
+	}
+	if errors.Is(err, ErrBadRecord) || errors.Is(err, ErrFenced) {
+		t.Fatalf("a committed publish reports %v", err)
 	}
 	n.cat.applyHook = nil
 	if got, _, err := getRecord(ctx, store, testLayout, seq); err != nil || got.Txid != rec.Txid {

@@ -1,0 +1,117 @@
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+// Every pair of job states: the allowed moves (written out here, apart
+// from jobMoves) succeed; every other move — backwards, out of a final
+// state, published to abandoned, completing an unpublished job, a final
+// state through SaveProgress, a non-final one through FinishJob — fails
+// with ErrJobTransition and leaves the row exactly as it was.
+func TestJobTransitions(t *testing.T) {
+	states := []JobState{JobPlanned, JobStaged, JobUploaded, JobPublished, JobCompleted, JobAbandoned}
+	allowed := map[[2]JobState]bool{
+		{JobPlanned, JobPlanned}: true, {JobPlanned, JobStaged}: true, {JobPlanned, JobUploaded}: true,
+		{JobPlanned, JobPublished}: true, {JobPlanned, JobAbandoned}: true,
+		{JobStaged, JobStaged}: true, {JobStaged, JobUploaded}: true, {JobStaged, JobPublished}: true,
+		{JobStaged, JobAbandoned}:  true,
+		{JobUploaded, JobUploaded}: true, {JobUploaded, JobPublished}: true, {JobUploaded, JobAbandoned}: true,
+		{JobPublished, JobCompleted}: true,
+	}
+	// reach drives a new job to state st along allowed moves.
+	reach := map[JobState][]JobState{
+		JobPlanned:   nil,
+		JobStaged:    {JobStaged},
+		JobUploaded:  {JobStaged, JobUploaded},
+		JobPublished: {JobStaged, JobUploaded, JobPublished},
+		JobCompleted: {JobStaged, JobUploaded, JobPublished, JobCompleted},
+		JobAbandoned: {JobStaged, JobAbandoned},
+	}
+	c := newTestCatalog(t, 4)
+	move := func(id string, st JobState, via func() bool) error {
+		useFinish := st.Finished()
+		if via != nil {
+			useFinish = via()
+		}
+		if useFinish {
+			return c.FinishJob(id, st, "why")
+		}
+		return c.SaveProgress(id, st, "phase of "+string(st), []byte(st))
+	}
+	n := 0
+	forbidden := 0
+	for _, from := range states {
+		for _, to := range states {
+			// Each move through the function meant for it, and the
+			// wrong function too (always forbidden).
+			for _, wrong := range []bool{false, true} {
+				n++
+				id := fmt.Sprintf("job-%d", n)
+				name := fmt.Sprintf("%s->%s", from, to)
+				if wrong {
+					name += "/wrong-call"
+				}
+				t.Run(name, func(t *testing.T) {
+					if err := c.CreateJob(id, "test", []byte("plan")); err != nil {
+						t.Fatal(err)
+					}
+					for _, st := range reach[from] {
+						if err := move(id, st, nil); err != nil {
+							t.Fatalf("reaching %s: %v", from, err)
+						}
+					}
+					before, err := c.GetJob(id)
+					if err != nil || before.State != from {
+						t.Fatalf("job in %s, want %s: %v", before.State, from, err)
+					}
+					err = move(id, to, func() bool { return to.Finished() != wrong })
+					after, gerr := c.GetJob(id)
+					if gerr != nil {
+						t.Fatal(gerr)
+					}
+					if allowed[[2]JobState{from, to}] && !wrong {
+						if err != nil || after.State != to {
+							t.Fatalf("allowed move: %v, state %s", err, after.State)
+						}
+						if !from.CanMoveTo(to) {
+							t.Fatal("CanMoveTo disagrees")
+						}
+						return
+					}
+					forbidden++
+					if !errors.Is(err, ErrJobTransition) {
+						t.Fatalf("forbidden move: %v, want ErrJobTransition", err)
+					}
+					if !wrong && from.CanMoveTo(to) {
+						t.Fatal("CanMoveTo allows a forbidden move")
+					}
+					if after.State != before.State || after.Phase != before.Phase || string(after.Progress) != string(before.Progress) ||
+						after.LastError != before.LastError || !after.UpdatedAt.Equal(before.UpdatedAt) {
+						t.Fatalf("a refused move changed the row: %+v -> %+v", before, after)
+					}
+				})
+			}
+		}
+	}
+	// 36 pairs twice, 13 of the 72 allowed.
+	if forbidden != 72-len(allowed) {
+		t.Fatalf("%d forbidden moves checked, want %d", forbidden, 72-len(allowed))
+	}
+	for _, bad := range []JobState{"", "running", "Published"} {
+		if err := c.CreateJob("job-bad-"+string(bad), "test", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SaveProgress("job-bad-"+string(bad), bad, "x", nil); !errors.Is(err, ErrJobTransition) {
+			t.Fatalf("unknown state %q: %v", bad, err)
+		}
+		if err := c.FinishJob("job-bad-"+string(bad), bad, "x"); !errors.Is(err, ErrJobTransition) {
+			t.Fatalf("unknown final state %q: %v", bad, err)
+		}
+	}
+	if err := c.SaveProgress("nope", JobStaged, "x", nil); !errors.Is(err, ErrJobNotFound) {
+		t.Fatalf("unknown job: %v", err)
+	}
+}
