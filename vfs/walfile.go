@@ -33,6 +33,9 @@ func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
 	}
 	n, err := f.File.WriteAt(p, off)
 	if err != nil {
+		// SQLite rolls its transaction back; if this was a commit's
+		// padding, capture withdraws the commit (wal.Conn.WriteFailed).
+		f.cn.WriteFailed(off)
 		return n, err
 	}
 	// p aliases SQLite's memory: capture copies what it keeps. An error

@@ -394,3 +394,47 @@ func passiveCheckpoint(ctx context.Context, c *sql.Conn) error {
 	}
 	return nil
 }
+
+// A commit whose padding write fails (synchronous=FULL, psow off, disk
+// full) is rolled back by SQLite with no sync: the VFS reports the failed
+// write, and the writer's own checkpoint afterwards must not make the
+// transaction final (without WriteFailed it would: the checkpointing
+// connection's commit returned, so its provisional transaction is taken
+// as committed).
+func TestFailedPaddingWriteWithdraws(t *testing.T) {
+	const ps = 512
+	s := newSynth(t, ps, wal.CaptureOptions{})
+	defer s.close()
+	s.w.Header()
+	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.conn.CommitPhaseTwo()
+	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 9), pg(ps, 2, 9)}) // frames 3..4
+	s.noErr()
+	// A write before the commit frame's end is not padding: nothing changes.
+	s.conn.WriteFailed(32 + 3*(24+ps))
+	if st := s.c.Stats(); st.Withdrawn != 0 {
+		t.Fatalf("a failed write inside the transaction withdrew it: %+v", st)
+	}
+	// Another connection's failed write is not the writer's padding.
+	s.conn2.WriteFailed(32 + 4*(24+ps))
+	if st := s.c.Stats(); st.Withdrawn != 0 {
+		t.Fatalf("another connection's failed write withdrew the transaction: %+v", st)
+	}
+	s.conn.WriteFailed(32 + 4*(24+ps)) // frame 5: the padding
+	if err := s.conn.CheckpointStart(); err != nil {
+		t.Fatal(err)
+	}
+	s.conn.CheckpointDone()
+	s.expect("1:1=1,2=1/2")
+	if c := s.sp.Confirmed(); c != 1 {
+		t.Fatalf("confirmed=%d after a rolled-back commit, want 1", c)
+	}
+	// SQLite's next transaction reuses frame 3: captured normally.
+	s.w.WriteFrame(3, 2, 2, pg(ps, 2, 3), false)
+	s.noErr()
+	s.conn.CommitPhaseTwo()
+	s.expect("1:1=1,2=1/2 2:2=3/2")
+	if st := s.c.Stats(); st.Withdrawn != 1 || s.c.Err() != nil {
+		t.Fatalf("stats %+v, err %v", st, s.c.Err())
+	}
+}

@@ -318,3 +318,26 @@ func (c *Capture) settleLocked(upto uint32) error {
 	c.chainTo = max(c.chainTo, upto)
 	return nil
 }
+
+// WriteFailed is called when SQLite's write to the WAL at off failed (the
+// VFS's write returned an error, so Write never saw it). A failed write by
+// the connection whose commit is provisional, past that commit frame, is
+// the commit's sector padding (synchronous=FULL with psow off): SQLite
+// rolls the transaction back without a sync, so no Sync outcome would
+// withdraw it, and a later checkpoint by the same connection or the end
+// of the generation would otherwise make it final. The writer cannot have
+// begun its next transaction: that needs the commit's phase two, which
+// finalizes it first.
+func (cn *Conn) WriteFailed(off int64) {
+	c := cn.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	P := c.prov
+	if P == nil || P.writer != cn || !c.hdrValid {
+		return
+	}
+	commitEnd := int64(walHeaderSize) + int64(P.commit)*int64(frameHeaderSz+c.hdr.pageSize)
+	if off >= commitEnd {
+		c.withdrawLocked("a write after its commit frame (its padding) failed")
+	}
+}

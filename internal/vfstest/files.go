@@ -223,6 +223,9 @@ func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
 	}
 	n, err := f.File.WriteAt(p, off)
 	if err != nil {
+		if f.main.conn != nil {
+			f.main.conn.WriteFailed(off) // as bop's VFS does
+		}
 		return n, err
 	}
 	if f.v.Crash != nil {
