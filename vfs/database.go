@@ -762,14 +762,8 @@ func (d *database) closeFiles() error {
 	if d.cancel != nil {
 		d.cancel()
 	}
-	if d.capture != nil {
-		errs = append(errs, d.capture.Close())
-		d.capture = nil
-	}
-	if d.spool != nil {
-		errs = append(errs, d.spool.Close())
-		d.spool = nil
-	}
+	// The seal (closeLocal) goes before mainFD, which its fsync uses.
+	errs = append(errs, d.closeLocal())
 	if d.catalog != nil {
 		errs = append(errs, d.catalog.Close())
 		d.catalog = nil
@@ -778,10 +772,6 @@ func (d *database) closeFiles() error {
 	if d.mainFD != nil {
 		errs = append(errs, d.mainFD.Close())
 		d.mainFD = nil
-	}
-	if d.seal != nil {
-		errs = append(errs, d.seal.close())
-		d.seal = nil
 	}
 	if d.owner != nil {
 		errs = append(errs, d.owner.close())

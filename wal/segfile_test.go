@@ -170,3 +170,80 @@ func TestSegFileReadAhead(t *testing.T) {
 		t.Fatalf("read of appended bytes: %x, %v", got[:8], err)
 	}
 }
+
+// A forward scan grows the read-ahead block up to readAheadMax (few reads
+// of the file for many small records); a jump elsewhere starts again at
+// readAheadBytes; every read returns the file's bytes, also from a pooled
+// block that held another file's bytes before.
+func TestSegFileReadAheadGrows(t *testing.T) {
+	want := make([]byte, 4<<20)
+	for i := range want {
+		want[i] = byte(i*31/7 + i>>12)
+	}
+	for round := 0; round < 2; round++ { // the second round reuses pooled blocks
+		f := &countFile{hintFile: hintFile{t: t, reserved: 1 << 40}}
+		b := newSegFile(f, 64<<10, preallocBytes)
+		if _, err := b.WriteAt(want, 0); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 4096)
+		check := func(off int64, n int) {
+			t.Helper()
+			if _, err := b.ReadAt(got[:n], off); err != nil {
+				t.Fatalf("read %d at %d: %v", n, off, err)
+			}
+			if !bytes.Equal(got[:n], want[off:off+int64(n)]) {
+				t.Fatalf("read %d at %d: wrong bytes", n, off)
+			}
+		}
+		// A scan of one-page records: header, page, directory entry.
+		for off := int64(0); off+4200 <= int64(len(want)); off += 4200 {
+			check(off, 64)
+			check(off+64, 4096)
+			check(off+4160, 16)
+		}
+		// 16 KiB, 32, 64, 128, then 256 KiB blocks: about 4 MiB / 256 KiB.
+		if max := len(want)/readAheadMax + 6; f.reads > max {
+			t.Fatalf("%d reads of the file for a forward scan of %d bytes, want <= %d", f.reads, len(want), max)
+		}
+		// Random reads: back to small blocks, still the right bytes.
+		for _, off := range []int64{100, 3 << 20, 1 << 20, 2<<20 + 5, 77777} {
+			check(off, 64)
+			if b.rstep != readAheadBytes {
+				t.Fatalf("after a jump to %d the next block is %d bytes, want %d", off, b.rstep, readAheadBytes)
+			}
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Reads scattered forward (a page set's pages, 40 KiB apart) do not grow
+// the block: each costs one block of readAheadBytes, as before growth
+// existed, instead of reading everything in between.
+func TestSegFileReadAheadScattered(t *testing.T) {
+	want := make([]byte, 4<<20)
+	for i := range want {
+		want[i] = byte(i * 13)
+	}
+	f := &countFile{hintFile: hintFile{t: t, reserved: 1 << 40}}
+	b := newSegFile(f, 64<<10, preallocBytes)
+	if _, err := b.WriteAt(want, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4096)
+	reads := 0
+	for off := int64(0); off+4096 <= int64(len(want)); off += 40 << 10 {
+		if _, err := b.ReadAt(got, off); err != nil || !bytes.Equal(got, want[off:off+4096]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		reads++
+		if b.rstep != readAheadBytes {
+			t.Fatalf("block grew to %d bytes for reads 40 KiB apart", b.rstep)
+		}
+	}
+	if f.reads != reads {
+		t.Fatalf("%d reads of the file for %d scattered reads", f.reads, reads)
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -104,7 +105,26 @@ var workStart, workEnd struct {
 	cpu  time.Duration
 }
 
+var stopWorkProfile = func() {}
+
+func startProfile(prefix string) (stop func(), err error) {
+	f, err := os.Create(fmt.Sprintf("%s-%s-%d.prof", prefix, os.Getenv("BOP_BENCH_CHILD"), os.Getpid()))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
 func startWork() {
+	if prefix := os.Getenv("BOP_BENCH_CPUPROFILE_WORK"); prefix != "" {
+		if stop, err := startProfile(prefix); err == nil {
+			stopWorkProfile = stop
+		}
+	}
 	workStart.wall, workStart.cpu = time.Now(), cpuTime()
 	if bopVFS != nil {
 		lagSampler.start(bopVFS, bopPath)
@@ -113,6 +133,7 @@ func startWork() {
 
 func endWork() {
 	workEnd.wall, workEnd.cpu = time.Now(), cpuTime()
+	stopWorkProfile()
 	lagSampler.stop()
 }
 
@@ -188,7 +209,17 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// BOP_BENCH_CPUPROFILE=prefix writes a CPU profile of each child (the
+// whole run: open, work, close) to prefix-<variant>-<pid>.prof;
+// BOP_BENCH_CPUPROFILE_WORK=prefix one of the work alone.
 func measure(run func(string, bool) error, dir string, useBop bool) (map[string]float64, error) {
+	if prefix := os.Getenv("BOP_BENCH_CPUPROFILE"); prefix != "" {
+		stop, err := startProfile(prefix)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	}
 	if err := run(dir, useBop); err != nil {
 		return nil, err
 	}

@@ -333,3 +333,60 @@ func TestDeletePrunesFolders(t *testing.T) {
 		t.Fatalf("reserved folder touched: %v", err)
 	}
 }
+
+// failReader fails the test if a Put reads its body.
+type failReader struct{ t *testing.T }
+
+func (r failReader) Read([]byte) (int, error) {
+	r.t.Error("the body of a Put whose precondition fails was read")
+	return 0, io.ErrUnexpectedEOF
+}
+
+// TestPreconditionBeforeBody: a conditional Put that must fail (the key
+// exists for IfNoneMatch; it is absent or has another ETag for IfMatch)
+// fails with ErrPrecondition before writing its body, leaves no temp
+// file, and leaves the object as it was.
+func TestPreconditionBeforeBody(t *testing.T) {
+	dir := t.TempDir()
+	s := newStore(t, dir)
+	ctx := t.Context()
+	r1, err := s.Put(ctx, "a/b", strings.NewReader("one"), remote.PutOptions{IfNoneMatch: true, Size: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		key  string
+		opts remote.PutOptions
+	}{
+		{"a/b", remote.PutOptions{IfNoneMatch: true, Size: 3}},
+		{"a/b", remote.PutOptions{IfMatch: `"not-the-etag"`, Size: 3}},
+		{"a/absent", remote.PutOptions{IfMatch: r1.ETag, Size: 3}},
+	} {
+		if _, err := s.Put(ctx, c.key, failReader{t}, c.opts); !errors.Is(err, remote.ErrPrecondition) {
+			t.Fatalf("put %s %+v: %v, want ErrPrecondition", c.key, c.opts, err)
+		}
+	}
+	tmps, err := os.ReadDir(filepath.Join(dir, reserved, "tmp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tmps) != 0 {
+		t.Fatalf("temp files left: %v", tmps)
+	}
+	rc, info, err := s.Get(ctx, "a/b", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "one" || info.ETag != r1.ETag {
+		t.Fatalf("object now %q %s, want %q %s", b, info.ETag, "one", r1.ETag)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a", "absent")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a/absent: %v", err)
+	}
+	// And the same Put succeeds when its condition holds.
+	if _, err := s.Put(ctx, "a/b", strings.NewReader("two"), remote.PutOptions{IfMatch: r1.ETag, Size: 3}); err != nil {
+		t.Fatal(err)
+	}
+}

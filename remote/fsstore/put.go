@@ -43,6 +43,9 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts remote.Pu
 	if err := ctx.Err(); err != nil {
 		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
 	}
+	if s.failsPrecondition(key, opts) {
+		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, remote.ErrPrecondition)
+	}
 	f, tmp, err := s.createTemp()
 	if err != nil {
 		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
@@ -96,6 +99,29 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts remote.Pu
 		}
 	}
 	return remote.PutResult{ETag: etag(fi), Size: n, XXH64: sum}, nil
+}
+
+// failsPrecondition reports whether a conditional Put can be refused
+// before its body is written: the key exists (IfNoneMatch), or is absent
+// or has another ETag (IfMatch). Such a Put fails as if it had been
+// decided at this instant, which is a moment inside the call; commit
+// checks again under the tree lock, so a Put that passes here can still
+// fail there. It saves the temp file, its write and its fsync for the
+// puts that lose (the writer's store probe makes two at every open; a
+// lost race on a log record one).
+func (s *Store) failsPrecondition(key string, opts remote.PutOptions) bool {
+	switch {
+	case opts.IfNoneMatch:
+		fi, err := os.Lstat(s.path(key))
+		return err == nil && fi.Mode().IsRegular()
+	case opts.IfMatch != "":
+		fi, err := os.Stat(s.path(key))
+		if errors.Is(err, fs.ErrNotExist) {
+			return true
+		}
+		return err == nil && fi.Mode().IsRegular() && etag(fi) != opts.IfMatch
+	}
+	return false
 }
 
 // copyBody streams r into f in bounded chunks. With size >= 0 the body must
