@@ -3,9 +3,7 @@ package checkpoint
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -15,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bopstore/bop/internal/testutil"
+	"github.com/bopstore/bop/internal/testutil/s3test"
 	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/quota"
 	"github.com/bopstore/bop/remote"
@@ -39,34 +37,7 @@ func fsStore(t testing.TB) remote.Store {
 // prefix; it skips without a server unless BOP_REQUIRE_S3=1.
 func s3Store(t testing.TB) remote.Store {
 	t.Helper()
-	srv := testutil.S3Server(t)
-	var b [6]byte
-	rand.Read(b[:])
-	name := strings.Map(func(r rune) rune {
-		if 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' {
-			return r
-		}
-		return '-'
-	}, t.Name())
-	if len(name) > 80 {
-		name = name[:80]
-	}
-	s, err := s3store.New(context.Background(), s3store.Config{Bucket: srv.Bucket,
-		Prefix:   "checkpoint-test/" + name + "-" + hex.EncodeToString(b[:]),
-		Endpoint: srv.Endpoint, Region: srv.Region, PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
-		DisableIMDS: true, PartSize: 5 << 20, MultipartThreshold: 5 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		var keys []string
-		s.List(ctx, "", func(info remote.ObjectInfo) error { keys = append(keys, info.Key); return nil })
-		for _, k := range keys {
-			s.Delete(ctx, k)
-		}
-	})
+	s, _ := s3test.Open(t, "checkpoint-test", func(c *s3store.Config) { c.PartSize, c.MultipartThreshold = 5<<20, 5<<20 })
 	return s
 }
 

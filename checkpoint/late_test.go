@@ -1,113 +1,16 @@
 package checkpoint
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
+	"github.com/bopstore/bop/remote/fault"
 )
-
-// lateStore wraps a Store to model requests a store applies after their
-// client gave up: while armed, a Put of a key under prefix is held back
-// and answered with a timeout; the held requests reach the store when
-// land is called or, with landFirst, just before the next Put of the same
-// key. It records every body offered per key under prefix.
-type lateStore struct {
-	remote.Store
-	prefix string
-
-	mu        sync.Mutex
-	armed     bool
-	landFirst bool
-	held      []heldPut
-	offered   map[string][][]byte
-}
-
-type heldPut struct {
-	key  string
-	body []byte
-	opts remote.PutOptions
-}
-
-var errLateTimeout = errors.New("late store: request timed out (it may still be applied)")
-
-func newLateStore(inner remote.Store, prefix string) *lateStore {
-	return &lateStore{Store: inner, prefix: prefix, offered: map[string][][]byte{}}
-}
-
-func (s *lateStore) Put(ctx context.Context, key string, r io.Reader, opts remote.PutOptions) (remote.PutResult, error) {
-	if !strings.HasPrefix(key, s.prefix) {
-		return s.Store.Put(ctx, key, r, opts)
-	}
-	body, err := io.ReadAll(r)
-	if err != nil {
-		return remote.PutResult{}, err
-	}
-	s.mu.Lock()
-	s.offered[key] = append(s.offered[key], body)
-	if s.armed {
-		s.held = append(s.held, heldPut{key: key, body: body, opts: opts})
-		s.mu.Unlock()
-		return remote.PutResult{}, fmt.Errorf("put %s: %w", key, errLateTimeout)
-	}
-	var late, keep []heldPut
-	for _, h := range s.held {
-		if s.landFirst && h.key == key {
-			late = append(late, h)
-		} else {
-			keep = append(keep, h)
-		}
-	}
-	s.held = keep
-	s.mu.Unlock()
-	for _, h := range late {
-		s.Store.Put(ctx, h.key, bytes.NewReader(h.body), h.opts)
-	}
-	return s.Store.Put(ctx, key, bytes.NewReader(body), opts)
-}
-
-func (s *lateStore) arm(on, landFirst bool) {
-	s.mu.Lock()
-	s.armed, s.landFirst = on, landFirst
-	s.mu.Unlock()
-}
-
-func (s *lateStore) land(t *testing.T) []error {
-	t.Helper()
-	s.mu.Lock()
-	held := s.held
-	s.held = nil
-	s.mu.Unlock()
-	if len(held) == 0 {
-		t.Fatal("no request was held")
-	}
-	var errs []error
-	for _, h := range held {
-		_, err := s.Store.Put(context.Background(), h.key, bytes.NewReader(h.body), h.opts)
-		errs = append(errs, err)
-	}
-	return errs
-}
-
-func (s *lateStore) oneBodyPerKey(t *testing.T) {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for key, bodies := range s.offered {
-		for _, b := range bodies[1:] {
-			if !bytes.Equal(b, bodies[0]) {
-				t.Fatalf("%s: two different records were offered for one seq", key)
-			}
-		}
-	}
-}
 
 // publishRecords returns the publish records after seq.
 func publishRecords(t *testing.T, cat *manifest.Catalog, after uint64) []manifest.Publish {
@@ -132,24 +35,28 @@ func TestLateRecordLandsOnce(t *testing.T) {
 	for _, landFirst := range []bool{true, false} {
 		t.Run(fmt.Sprint("landFirst=", landFirst), func(t *testing.T) {
 			stores(t, func(t *testing.T, store remote.Store) {
-				ls := newLateStore(store, testLayout.LogPrefix())
+				ls := fault.NewLate(store, testLayout.LogPrefix())
 				s := newSynth(t, ls, synthOpts{chunkPages: 4, seed: 50})
 				p := s.publisher(nil)
 				s.commit(8, []uint32{1, 2, 3, 4, 5, 6, 7, 8}, false)
 				publishNow(t, p)
 				tip := s.cat.Tip()
 				s.commit(8, []uint32{5, 6}, false)
-				ls.arm(true, false)
+				ls.Hold()
 				_, err := p.PublishNow(context.Background())
 				if err == nil || errors.Is(err, ErrFenced) {
 					t.Fatalf("publish whose record timed out: %v", err)
 				}
-				ls.arm(false, landFirst)
+				ls.Pass(landFirst)
 				if got := publishNow(t, p); got != 2 {
 					t.Fatalf("published %d, want 2", got)
 				}
 				if !landFirst {
-					for i, err := range ls.land(t) {
+					errs, err := ls.Land(context.Background())
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i, err := range errs {
 						if !errors.Is(err, remote.ErrPrecondition) {
 							t.Fatalf("late request %d: %v", i, err)
 						}
@@ -167,7 +74,9 @@ func TestLateRecordLandsOnce(t *testing.T) {
 				if job.State != manifest.JobCompleted {
 					t.Fatalf("job %s is %s", job.ID, job.State)
 				}
-				ls.oneBodyPerKey(t)
+				if err := ls.OneBodyPerKey(); err != nil {
+					t.Fatal(err)
+				}
 				checkJobsFinished(t, s.cat, p, s.cfg.StagingDir)
 				got, _ := restoreBytes(t, store, s.cat, 0)
 				sameBytes(t, "settled", got, s.model, int(s.pageSize))
@@ -180,14 +89,14 @@ func TestLateRecordLandsOnce(t *testing.T) {
 // applies our record and then learns the publisher is fenced: the job is
 // published (its record is committed) and completed, never abandoned.
 func TestFencedAfterOwnRecordSettled(t *testing.T) {
-	ls := newLateStore(fsStore(t), testLayout.LogPrefix())
+	ls := fault.NewLate(fsStore(t), testLayout.LogPrefix())
 	a := newSynth(t, ls, synthOpts{chunkPages: 4, seed: 51})
 	pa := a.publisher(nil)
 	a.commit(6, []uint32{1, 2, 3, 4, 5, 6}, false)
 	publishNow(t, pa)
 	tip := a.cat.Tip()
 	a.commit(6, []uint32{2}, false)
-	ls.arm(true, false)
+	ls.Hold()
 	if _, err := pa.PublishNow(context.Background()); err == nil {
 		t.Fatal("publish whose record timed out succeeded")
 	}
@@ -196,9 +105,11 @@ func TestFencedAfterOwnRecordSettled(t *testing.T) {
 	if len(jobs) != 1 {
 		t.Fatalf("%d unfinished jobs", len(jobs))
 	}
-	ls.land(t)
-	ls.arm(false, false)
-	b := newSynthFromRemote(t, ls.Store, a)
+	if _, err := ls.Land(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ls.Pass(false)
+	b := newSynthFromRemote(t, ls.Inner(), a)
 	if _, err := b.w.Takeover(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +128,9 @@ func TestFencedAfterOwnRecordSettled(t *testing.T) {
 	if len(recs) != 1 || recs[0].Job != job.ID {
 		t.Fatalf("records after seq %d: %+v", tip.Seq, recs)
 	}
-	ls.oneBodyPerKey(t)
+	if err := ls.OneBodyPerKey(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A published job is never abandoned: not when a permanent failure comes

@@ -4,137 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	mrand "math/rand/v2"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/bopstore/bop/remote"
+	"github.com/bopstore/bop/remote/fault"
 )
-
-// lateStore wraps a Store to model requests a store applies after their
-// client gave up. While armed, a Put of a key under prefix is held back
-// (not applied) and answered with a timeout; the held requests reach the
-// store later, in order: when land is called, or, with landFirst, just
-// before the next Put of the same key. It also records every body offered
-// for each key under prefix, held or not.
-type lateStore struct {
-	remote.Store
-	prefix string
-
-	mu        sync.Mutex
-	armed     bool
-	landFirst bool
-	inFlight  bool // while armed, later Puts of a held key get 412 (versitygw mid-create)
-	held      []heldPut
-	offered   map[string][][]byte
-}
-
-type heldPut struct {
-	key  string
-	body []byte
-	opts remote.PutOptions
-}
-
-var errLateTimeout = errors.New("late store: request timed out (it may still be applied)")
-
-func newLateStore(inner remote.Store, prefix string) *lateStore {
-	return &lateStore{Store: inner, prefix: prefix, offered: map[string][][]byte{}}
-}
-
-func (s *lateStore) Put(ctx context.Context, key string, r io.Reader, opts remote.PutOptions) (remote.PutResult, error) {
-	if !strings.HasPrefix(key, s.prefix) {
-		return s.Store.Put(ctx, key, r, opts)
-	}
-	body, err := io.ReadAll(r)
-	if err != nil {
-		return remote.PutResult{}, err
-	}
-	s.mu.Lock()
-	s.offered[key] = append(s.offered[key], body)
-	if s.armed {
-		if s.inFlight && len(s.held) > 0 {
-			s.mu.Unlock()
-			return remote.PutResult{}, fmt.Errorf("put %s: %w", key, remote.ErrPrecondition)
-		}
-		s.held = append(s.held, heldPut{key: key, body: body, opts: opts})
-		s.mu.Unlock()
-		return remote.PutResult{}, fmt.Errorf("put %s: %w", key, errLateTimeout)
-	}
-	var late []heldPut
-	if s.landFirst {
-		late = s.takeHeldLocked(key)
-	}
-	s.mu.Unlock()
-	for _, h := range late {
-		s.Store.Put(ctx, h.key, bytes.NewReader(h.body), h.opts)
-	}
-	return s.Store.Put(ctx, key, bytes.NewReader(body), opts)
-}
-
-func (s *lateStore) takeHeldLocked(key string) []heldPut {
-	var out, keep []heldPut
-	for _, h := range s.held {
-		if h.key == key {
-			out = append(out, h)
-		} else {
-			keep = append(keep, h)
-		}
-	}
-	s.held = keep
-	return out
-}
-
-func (s *lateStore) arm(on, landFirst bool) {
-	s.mu.Lock()
-	s.armed, s.landFirst = on, landFirst
-	s.mu.Unlock()
-}
-
-// land applies every held request now and returns their errors.
-func (s *lateStore) land(t *testing.T) []error {
-	t.Helper()
-	s.mu.Lock()
-	held := s.held
-	s.held = nil
-	s.mu.Unlock()
-	if len(held) == 0 {
-		t.Fatal("no request was held")
-	}
-	var errs []error
-	for _, h := range held {
-		_, err := s.Store.Put(context.Background(), h.key, bytes.NewReader(h.body), h.opts)
-		errs = append(errs, err)
-	}
-	return errs
-}
-
-// oneBodyPerKey fails if the writer ever offered two different bodies
-// for one log key.
-func (s *lateStore) oneBodyPerKey(t *testing.T) {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for key, bodies := range s.offered {
-		for _, b := range bodies[1:] {
-			if !bytes.Equal(b, bodies[0]) {
-				t.Fatalf("%s: the writer offered two different records for one seq", key)
-			}
-		}
-	}
-}
-
-func (s *lateStore) firstOffered(key string) []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.offered[key]) == 0 {
-		return nil
-	}
-	return s.offered[key][0]
-}
 
 // catalogMatchesLog checks the catalog holds exactly the log: one row per
 // seq 1..tip with the hash of the bytes at log/<seq>, and nothing after
@@ -182,10 +59,10 @@ func TestLateCreateLandsOnce(t *testing.T) {
 		name string
 		// run gets the writer A, the late store and a second writer's
 		// store (the inner one), after A's create of log/<s> timed out.
-		run func(t *testing.T, a *node, ls *lateStore, seq uint64, rec1 *Record, rng *mrand.Rand)
+		run func(t *testing.T, a *node, ls *fault.Late, seq uint64, rec1 *Record, rng *mrand.Rand)
 	}{
-		{"late request lands before the retry", func(t *testing.T, a *node, ls *lateStore, seq uint64, rec1 *Record, rng *mrand.Rand) {
-			ls.arm(false, true)
+		{"late request lands before the retry", func(t *testing.T, a *node, ls *fault.Late, seq uint64, rec1 *Record, rng *mrand.Rand) {
+			ls.Pass(true)
 			rec2 := a.randomPublish(rng, 20)
 			rec2.Txid = rec1.Txid + 1
 			if err := a.w.Publish(context.Background(), rec2); err != nil {
@@ -193,23 +70,27 @@ func TestLateCreateLandsOnce(t *testing.T) {
 			}
 			checkLanded(t, a, ls, seq, rec1, rec2)
 		}},
-		{"retry lands, the late request is refused", func(t *testing.T, a *node, ls *lateStore, seq uint64, rec1 *Record, rng *mrand.Rand) {
-			ls.arm(false, false)
+		{"retry lands, the late request is refused", func(t *testing.T, a *node, ls *fault.Late, seq uint64, rec1 *Record, rng *mrand.Rand) {
+			ls.Pass(false)
 			rec2 := a.randomPublish(rng, 20)
 			rec2.Txid = rec1.Txid + 1
 			if err := a.w.Publish(context.Background(), rec2); err != nil {
 				t.Fatalf("publish after a timed-out create: %v", err)
 			}
-			for i, err := range ls.land(t) {
+			errs, err := ls.Land(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, err := range errs {
 				if !errors.Is(err, remote.ErrPrecondition) {
 					t.Fatalf("late request %d overwrote log/%d: %v", i, seq, err)
 				}
 			}
 			checkLanded(t, a, ls, seq, rec1, rec2)
 		}},
-		{"another writer claims the seq first", func(t *testing.T, a *node, ls *lateStore, seq uint64, rec1 *Record, rng *mrand.Rand) {
+		{"another writer claims the seq first", func(t *testing.T, a *node, ls *fault.Late, seq uint64, rec1 *Record, rng *mrand.Rand) {
 			ctx := context.Background()
-			b := newNode(t, ls.Store, "writer-b", 4, WriterOptions{})
+			b := newNode(t, ls.Inner(), "writer-b", 4, WriterOptions{})
 			info, err := b.w.Takeover(ctx, true)
 			if err != nil {
 				t.Fatal(err)
@@ -217,25 +98,33 @@ func TestLateCreateLandsOnce(t *testing.T) {
 			if info.Seq != seq {
 				t.Fatalf("B's takeover at seq %d, want %d", info.Seq, seq)
 			}
-			for i, err := range ls.land(t) {
+			errs, err := ls.Land(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, err := range errs {
 				if !errors.Is(err, remote.ErrPrecondition) {
 					t.Fatalf("late request %d: %v", i, err)
 				}
 			}
-			ls.arm(false, false)
+			ls.Pass(false)
 			if err := a.w.Publish(ctx, a.randomPublish(rng, 20)); !errors.Is(err, ErrFenced) {
 				t.Fatalf("A after B claimed seq %d: %v, want ErrFenced", seq, err)
 			}
 			if tip := a.cat.Tip(); tip.Seq != seq-1 {
 				t.Fatalf("A's catalog tip %d: a record that never landed was applied", tip.Seq)
 			}
-			catalogMatchesLog(t, ls.Store, b.cat)
-			ls.oneBodyPerKey(t)
+			catalogMatchesLog(t, ls.Inner(), b.cat)
+			if err := ls.OneBodyPerKey(); err != nil {
+				t.Fatal(err)
+			}
 		}},
-		{"late request lands, then another writer takes over", func(t *testing.T, a *node, ls *lateStore, seq uint64, rec1 *Record, rng *mrand.Rand) {
+		{"late request lands, then another writer takes over", func(t *testing.T, a *node, ls *fault.Late, seq uint64, rec1 *Record, rng *mrand.Rand) {
 			ctx := context.Background()
-			ls.land(t)
-			b := newNode(t, ls.Store, "writer-b", 4, WriterOptions{})
+			if _, err := ls.Land(ctx); err != nil {
+				t.Fatal(err)
+			}
+			b := newNode(t, ls.Inner(), "writer-b", 4, WriterOptions{})
 			info, err := b.w.Takeover(ctx, true)
 			if err != nil {
 				t.Fatal(err)
@@ -243,7 +132,7 @@ func TestLateCreateLandsOnce(t *testing.T) {
 			if info.Seq != seq+1 {
 				t.Fatalf("B's takeover at seq %d, want %d", info.Seq, seq+1)
 			}
-			ls.arm(false, false)
+			ls.Pass(false)
 			if err := a.w.CheckStillWriter(ctx); !errors.Is(err, ErrFenced) {
 				t.Fatalf("A after B's takeover: %v, want ErrFenced", err)
 			}
@@ -272,15 +161,17 @@ func TestLateCreateLandsOnce(t *testing.T) {
 					t.Fatalf("seq %d: A has %+v, B has %+v", i+1, ra[i], rb[i])
 				}
 			}
-			catalogMatchesLog(t, ls.Store, b.cat)
-			ls.oneBodyPerKey(t)
+			catalogMatchesLog(t, ls.Inner(), b.cat)
+			if err := ls.OneBodyPerKey(); err != nil {
+				t.Fatal(err)
+			}
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			stores(t, func(t *testing.T, store remote.Store) {
 				ctx := context.Background()
-				ls := newLateStore(store, testLayout.LogPrefix())
+				ls := fault.NewLate(store, testLayout.LogPrefix())
 				a := newNode(t, ls, "writer-a", 4, WriterOptions{})
 				if _, err := a.w.Takeover(ctx, false); err != nil {
 					t.Fatal(err)
@@ -291,9 +182,9 @@ func TestLateCreateLandsOnce(t *testing.T) {
 				}
 				seq := a.cat.Tip().Seq + 1
 				rec1 := a.randomPublish(rng, 20)
-				ls.arm(true, false)
+				ls.Hold()
 				err := a.w.Publish(ctx, rec1)
-				if err == nil || errors.Is(err, ErrFenced) || !errors.Is(err, errLateTimeout) {
+				if err == nil || errors.Is(err, ErrFenced) || !errors.Is(err, fault.ErrHeld) {
 					t.Fatalf("publish whose create timed out: %v", err)
 				}
 				if _, _, err := getRecord(ctx, store, testLayout, seq); !errors.Is(err, remote.ErrNotFound) {
@@ -310,15 +201,17 @@ func TestLateCreateLandsOnce(t *testing.T) {
 
 // checkLanded: rec1 is at seq (the bytes first offered), rec2 right
 // after, each once, and the catalog is the log.
-func checkLanded(t *testing.T, a *node, ls *lateStore, seq uint64, rec1, rec2 *Record) {
+func checkLanded(t *testing.T, a *node, ls *fault.Late, seq uint64, rec1, rec2 *Record) {
 	t.Helper()
 	ctx := context.Background()
-	ls.oneBodyPerKey(t)
-	_, raw, err := getRecord(ctx, ls.Store, testLayout, seq)
+	if err := ls.OneBodyPerKey(); err != nil {
+		t.Fatal(err)
+	}
+	_, raw, err := getRecord(ctx, ls.Inner(), testLayout, seq)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(raw, ls.firstOffered(testLayout.Log(seq))) {
+	if offered := ls.Offered(testLayout.Log(seq)); len(offered) == 0 || !bytes.Equal(raw, offered[0]) {
 		t.Fatalf("log/%d is not the record first offered for it", seq)
 	}
 	rows, err := a.cat.Publishes(seq, 10)
@@ -328,7 +221,7 @@ func checkLanded(t *testing.T, a *node, ls *lateStore, seq uint64, rec1, rec2 *R
 	if len(rows) != 2 || rows[0].Job != rec1.Job || rows[1].Job != rec2.Job || rows[0].Txid != rec1.Txid || rows[1].Txid != rec2.Txid {
 		t.Fatalf("rows from seq %d: %+v; want %s then %s", seq, rows, rec1.Job, rec2.Job)
 	}
-	catalogMatchesLog(t, ls.Store, a.cat)
+	catalogMatchesLog(t, ls.Inner(), a.cat)
 	// The writer goes on.
 	if err := a.w.CheckStillWriter(ctx); err != nil {
 		t.Fatal(err)
@@ -343,7 +236,7 @@ func checkLanded(t *testing.T, a *node, ls *lateStore, seq uint64, rec1, rec2 *R
 func TestRefusedCreateStaysPending(t *testing.T) {
 	ctx := context.Background()
 	store := fsStore(t)
-	ls := newLateStore(store, testLayout.LogPrefix())
+	ls := fault.NewLate(store, testLayout.LogPrefix())
 	a := newNode(t, ls, "writer-a", 4, WriterOptions{})
 	if _, err := a.w.Takeover(ctx, false); err != nil {
 		t.Fatal(err)
@@ -351,14 +244,12 @@ func TestRefusedCreateStaysPending(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(7, 8))
 	seq := a.cat.Tip().Seq + 1
 	rec1 := a.randomPublish(rng, 20)
-	ls.mu.Lock()
-	ls.armed, ls.inFlight = true, true
-	ls.mu.Unlock()
+	ls.HoldRefusing()
 	err := a.w.Publish(ctx, rec1)
 	if err == nil || errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), "stays missing") {
 		t.Fatalf("publish refused while the key stays missing: %v", err)
 	}
-	ls.arm(false, true)
+	ls.Pass(true)
 	rec2 := a.randomPublish(rng, 20)
 	rec2.Txid = rec1.Txid + 1
 	if err := a.w.Publish(ctx, rec2); err != nil {

@@ -2,9 +2,7 @@ package vfs
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -18,11 +16,11 @@ import (
 
 	"github.com/bopstore/bop/checkpoint"
 	"github.com/bopstore/bop/internal/testutil"
+	"github.com/bopstore/bop/internal/testutil/s3test"
 	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
 	"github.com/bopstore/bop/remote/fault"
 	"github.com/bopstore/bop/remote/fsstore"
-	"github.com/bopstore/bop/remote/s3store"
 )
 
 // End to end through vfs=bop: SQLite writes through the VFS, the VFS's
@@ -65,33 +63,11 @@ func fsRemote(t testing.TB) remoteStore {
 // (scripts/test.sh); it skips without one unless BOP_REQUIRE_S3=1.
 func s3Remote(t testing.TB) remoteStore {
 	t.Helper()
-	srv := testutil.S3Server(t)
-	var b [6]byte
-	rand.Read(b[:])
-	prefix := "vfs-test/" + strings.Map(func(r rune) rune {
-		if 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' {
-			return r
-		}
-		return '-'
-	}, t.Name()) + "-" + hex.EncodeToString(b[:])
-	s, err := s3store.New(context.Background(), s3store.Config{Bucket: srv.Bucket, Prefix: prefix, Endpoint: srv.Endpoint,
-		Region: srv.Region, PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, DisableIMDS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		var keys []string
-		s.List(ctx, "", func(info remote.ObjectInfo) error { keys = append(keys, info.Key); return nil })
-		for _, k := range keys {
-			s.Delete(ctx, k)
-		}
-	})
+	s, c := s3test.Open(t, "vfs-test", nil)
 	return remoteStore{name: "s3",
-		url: fmt.Sprintf("s3://%s/%s?endpoint=%s&region=%s&path_style=true", srv.Bucket, prefix, srv.Endpoint, srv.Region),
-		cfg: func(c *Config) {
-			c.S3AccessKey, c.S3SecretKey, c.DisableIMDS = srv.AccessKey, srv.SecretKey, true
+		url: fmt.Sprintf("s3://%s/%s?endpoint=%s&region=%s&path_style=true", c.Bucket, c.Prefix, c.Endpoint, c.Region),
+		cfg: func(cfg *Config) {
+			cfg.S3AccessKey, cfg.S3SecretKey, cfg.DisableIMDS = c.AccessKey, c.SecretKey, true
 		},
 		store: s}
 }

@@ -149,34 +149,9 @@ type replChild struct {
 
 func spawn(t *testing.T, mode, path string, env ...string) *replChild {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode, "BOP_VFS_PATH="+path)
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &replChild{t: t, cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
+	h := startHelper(t, mode, path, env...)
+	c := &replChild{t: t, cmd: h.Cmd, stdin: h.Stdin, out: bufio.NewScanner(h.Stdout)}
 	c.out.Buffer(make([]byte, 1<<20), 1<<20)
-	t.Cleanup(func() {
-		c.stdin.Close()
-		done := make(chan struct{})
-		go func() { c.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			c.cmd.Process.Kill()
-			<-done
-		}
-	})
 	return c
 }
 

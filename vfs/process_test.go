@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bopstore/bop/internal/testutil"
 	"github.com/ncruces/go-sqlite3"
 )
 
@@ -106,35 +107,18 @@ type child struct {
 	line  string // its "ready" line
 }
 
+// startHelper runs TestHelperProcess as a child in mode on the database
+// at path.
+func startHelper(t *testing.T, mode, path string, env ...string) *testutil.Child {
+	t.Helper()
+	env = append([]string{helperEnv + "=" + mode, "BOP_VFS_PATH=" + path}, env...)
+	return testutil.StartChild(t, "TestHelperProcess", 30*time.Second, env...)
+}
+
 func startChild(t *testing.T, mode, path string, env ...string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode, "BOP_VFS_PATH="+path)
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
-	t.Cleanup(func() {
-		c.stdin.Close()
-		done := make(chan struct{})
-		go func() { c.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			c.cmd.Process.Kill()
-			<-done
-		}
-	})
+	h := startHelper(t, mode, path, env...)
+	c := &child{cmd: h.Cmd, stdin: h.Stdin, out: bufio.NewReader(h.Stdout)}
 	for {
 		line, err := c.out.ReadString('\n')
 		if err != nil {

@@ -6,18 +6,15 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/bopstore/bop/internal/testutil"
 	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
 	"github.com/bopstore/bop/remote/fault"
-	"github.com/bopstore/bop/remote/s3store"
 	"github.com/bopstore/bop/wal"
 )
 
@@ -100,13 +97,8 @@ func TestCorruptSpoolRefused(t *testing.T) {
 // yes (another node created it): an adoption is refused, an empty file
 // needs the writer role, which the other node's lease keeps.
 func TestS3RemoteAtFirstOpen(t *testing.T) {
-	srv := testutil.S3Server(t)
-	prefix := fmt.Sprintf("vfs-test/%d", time.Now().UnixNano())
-	cfg := Config{
-		Remote:      fmt.Sprintf("s3://%s/%s?endpoint=%s&region=%s&path_style=true", srv.Bucket, prefix, srv.Endpoint, srv.Region),
-		S3AccessKey: srv.AccessKey, S3SecretKey: srv.SecretKey, DisableIMDS: true,
-	}
-	v := newVFS(t, cfg)
+	r := s3Remote(t)
+	v := newVFS(t, r.config(Config{}))
 	path := filepath.Join(t.TempDir(), "s3.db")
 	db := openDB(t, v, path)
 	mustExec(t, db, "CREATE TABLE t(a)")
@@ -119,11 +111,7 @@ func TestS3RemoteAtFirstOpen(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	store, err := s3store.New(ctx, s3store.Config{Bucket: srv.Bucket, Prefix: prefix, Endpoint: srv.Endpoint, Region: srv.Region,
-		PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, DisableIMDS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := r.store
 	layout := remote.Layout{Tenant: "default", DB: "taken.db"}
 	cat, err := manifest.Open(filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{Layout: layout})
 	if err != nil {
@@ -149,15 +137,6 @@ func TestS3RemoteAtFirstOpen(t *testing.T) {
 	if _, err := empty.Exec("SELECT 1"); !errors.Is(err, ErrOwnedElsewhere) {
 		t.Fatalf("open of a name the S3 store has, owned by other-node: %v, want ErrOwnedElsewhere", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		var keys []string
-		store.List(ctx, "", func(info remote.ObjectInfo) error { keys = append(keys, info.Key); return nil })
-		for _, k := range keys {
-			store.Delete(ctx, k)
-		}
-	})
 }
 
 // An async database whose store is down when it opens: the open succeeds,

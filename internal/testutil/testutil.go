@@ -1,10 +1,14 @@
 // Package testutil holds helpers shared by bop's tests: the S3 test server's
-// settings and the split between the race pass and the heavy pass.
+// settings, the split between the race pass and the heavy pass, and child
+// processes run from the test binary.
 package testutil
 
 import (
+	"io"
 	"os"
+	"os/exec"
 	"testing"
+	"time"
 )
 
 // Heavy marks a test that takes long under the race detector (big
@@ -54,4 +58,52 @@ func S3Server(t testing.TB) S3 {
 	// The AWS SDK must never reach for 169.254.169.254 in tests.
 	os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	return s
+}
+
+// Child is this test binary running again as a helper process (see
+// StartChild).
+type Child struct {
+	Cmd    *exec.Cmd
+	Stdin  io.WriteCloser
+	Stdout io.ReadCloser
+}
+
+// StartChild runs this test binary again with -test.run=^test$, so the
+// child runs only that test, which acts as the child when it finds its
+// settings in env (added to this process's environment); a plain run of
+// that test skips. The child's stderr is this process's, and the returned
+// pipes reach its stdin and stdout. When t ends, the child's stdin is
+// closed and it has grace to exit before it is killed (by its PID; a grace
+// of 0 kills it at once); the cleanup always reaps it, so no child
+// outlives its test.
+func StartChild(t testing.TB, test string, grace time.Duration, env ...string) *Child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		timer := time.NewTimer(grace)
+		defer timer.Stop()
+		select {
+		case <-done:
+		case <-timer.C:
+			cmd.Process.Kill() // a no-op if it has exited meanwhile
+			<-done
+		}
+	})
+	return &Child{Cmd: cmd, Stdin: stdin, Stdout: stdout}
 }

@@ -20,4 +20,9 @@
 //
 // Every injected error wraps ErrInjected. Keys are validated before any
 // fault, so a bad key is always remote.ErrInvalidKey.
+//
+// Late (NewLate) is a second wrapper, for requests a store applies after
+// their client gave up: it holds Puts back, answers them with a timeout
+// (ErrHeld) and applies them later, and records every body offered per
+// key so a test can check a retry offered the same bytes.
 package fault

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bopstore/bop/internal/testutil"
 	"github.com/bopstore/bop/remote"
 	"github.com/cespare/xxhash/v2"
 )
@@ -132,27 +133,12 @@ type child struct {
 	out   *bufio.Scanner
 }
 
+// startChild runs TestHelperProcess as a child with env; it is killed
+// when the test ends, if it has not exited.
 func startChild(t *testing.T, env ...string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill() // by PID; a no-op if it has exited
-		cmd.Wait()
-	})
-	return &child{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
+	h := testutil.StartChild(t, "TestHelperProcess", 0, env...)
+	return &child{cmd: h.Cmd, stdin: h.Stdin, out: bufio.NewScanner(h.Stdout)}
 }
 
 // line returns the child's next line of output (skipping the test
