@@ -82,6 +82,8 @@ pkgs=("$@")
 
 echo "test.sh: go vet"
 go vet "${pkgs[@]}"
+# docs/FORMAT.md and bench/RESULTS.md are generated from their fragments.
+"$root/scripts/mergedocs.sh" -check
 echo "test.sh: go test -race"
 go test -race -timeout "${TEST_TIMEOUT:-90m}" "${pkgs[@]}"
 # SQLite (wasm2go) runs ~20x slower under -race: tests named TestHeavy* skip
