@@ -717,10 +717,23 @@ func (p *Publisher) loop() {
 	}
 }
 
-// observe samples the spool tip for the lag clock and returns the spool
-// status.
+// FinalTxid is an optional interface of Config.Capture: the txid of the
+// newest final transaction, which may be newer than the spool's last
+// record when capture coalesces transactions (wal.CaptureOptions.Coalesce)
+// and holds a group back until SyncForPublish appends it.
+type FinalTxid interface {
+	LastFinal() uint64
+}
+
+// observe samples the tip (the newest final transaction) for the lag
+// clock and returns the spool status with LastTxid raised to that tip, so
+// that a group capture holds back counts as unpublished: it makes a cycle
+// due, and the cycle's SyncForPublish appends it.
 func (p *Publisher) observe() wal.SpoolStatus {
 	st := p.cfg.Spool.Status()
+	if f, ok := p.cfg.Capture.(FinalTxid); ok {
+		st.LastTxid = max(st.LastTxid, f.LastFinal())
+	}
 	p.Notify(st.LastTxid)
 	return st
 }
@@ -862,7 +875,7 @@ func (p *Publisher) WaitPublished(ctx context.Context, txid uint64) error {
 		// Kick only for a spooled transaction: a cycle cannot publish one
 		// that is not in the spool yet (the interval catches it later),
 		// and kicking for it would spin.
-		if txid <= p.cfg.Spool.Status().LastTxid {
+		if txid <= p.observe().LastTxid {
 			p.kick()
 		}
 		select {

@@ -495,11 +495,26 @@ func (d *database) openLocal(first bool, adoptPS uint32) (err error) {
 	// resumes after it); the WAL of an empty file holds nothing SQLite
 	// would read (it deletes the WAL of a zero-page database), so its
 	// committed frames are refused as an outside change, not replayed.
-	if d.capture, err = wal.NewCapture(d.spool, wal.CaptureOptions{Logf: cfg.Logf}); err != nil {
+	//
+	// With async durability, consecutive small transactions of a WAL
+	// generation share one spool record until a WAL sync, a checkpoint or
+	// a publish needs the spool current (wal/coalesce.go): a txid then
+	// names that group, whose last transaction it includes. Sync
+	// durability waits for the publish of each commit, so it gains
+	// nothing from groups and keeps one record per transaction.
+	copts := wal.CaptureOptions{Logf: cfg.Logf}
+	if cfg.Durability == Async {
+		copts.Coalesce = coalesceBytes
+	}
+	if d.capture, err = wal.NewCapture(d.spool, copts); err != nil {
 		return err
 	}
 	return d.reconcile()
 }
+
+// coalesceBytes bounds the pages of one coalesced group of transactions
+// (held in memory until appended; wal.CaptureOptions.Coalesce).
+const coalesceBytes = 8 << 20
 
 // spoolFullWait bounds how long a commit waits for space in a full spool
 // before it fails with wal.ErrSpoolFull (the status says why meanwhile).

@@ -164,12 +164,13 @@ func (f *mainFile) CommitPhaseTwo() error {
 	if cerr := f.cn.CommitPhaseTwo(); cerr != nil {
 		return cerr
 	}
-	// The transaction is final and spooled: its txid is the spool's
-	// newest (or older, if another connection committed meanwhile).
-	if h, ok := f.d.spool.LastHeader(); ok {
-		f.committed = h.Txid
+	// The transaction is final: its txid is the newest (or older, if
+	// another connection committed meanwhile), spooled or in the group
+	// capture coalesces.
+	if txid := f.d.capture.LastFinal(); txid > 0 {
+		f.committed = txid
 		if pub := f.d.pub.Load(); pub != nil {
-			pub.Notify(h.Txid)
+			pub.Notify(txid)
 		} else {
 			f.d.noteCommit()
 		}

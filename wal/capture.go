@@ -52,10 +52,12 @@ type CaptureOptions struct {
 	// sync, a checkpoint, SyncForPublish, the end of the generation, a
 	// rollback-mode transaction, Flush, Close. A spool txid then names a
 	// group of SQLite transactions, and Spool.LastHeader and Status do not
-	// show a group until it is appended: a caller that needs the txid of
-	// a commit right after it (to wait for its publish: sync durability)
-	// must call Flush first, or not coalesce. 0: one record per
-	// transaction. Why it is safe: coalesce.go.
+	// show a group until it is appended: Capture.LastFinal gives the
+	// group's txid (the one it is appended with); a caller that needs the
+	// commit in the spool right after it must call Flush first (or
+	// SyncForPublish, which does), or not coalesce. 0: one record per
+	// transaction. Why it is safe: coalesce.go. The VFS coalesces with
+	// async durability.
 	Coalesce int
 }
 

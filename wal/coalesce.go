@@ -17,7 +17,7 @@ import (
 // its frames are settled, exactly as if it had been appended to a buffered
 // spool (segFile) and not yet written: a process crash or power loss
 // loses it from the spool, never from the WAL while its generation lives,
-// and reconciliation captures it again (one record per transaction). It is
+// and reconciliation captures it again (as one group: captureFromWAL). It is
 // appended before anything the spool's durability rules depend on:
 //   - before every spool sync (Conn.Sync, and persist: CheckpointStart,
 //     SyncForPublish, a generation's end, a rollback-mode transaction),
@@ -192,4 +192,19 @@ func (c *Capture) Flush() error {
 		return err
 	}
 	return c.flushPendingLocked()
+}
+
+// LastFinal returns the txid of the newest final transaction: the spool's
+// last record, or the group coalescing holds back (which keeps that txid
+// while it grows and is appended with it). The VFS reports it as the
+// database's txid, and the publisher takes it as the tip its lag is
+// measured to: a group is appended (SyncForPublish) before it is
+// published.
+func (c *Capture) LastFinal() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pend.n > 0 {
+		return c.pend.txid
+	}
+	return c.spool.lastTxid()
 }

@@ -171,6 +171,14 @@ func readFramePage(f WALFile, h *walHeader, idx uint32) ([]byte, frameHeader, er
 // captureFromWAL spools every committed transaction of scan after frame
 // start. A one-frame "transaction" that repeats the previous commit frame
 // is sector padding, not a transaction.
+//
+// With CaptureOptions.Coalesce all of them become one record (regroup):
+// they are what capture held in memory, or in an unsynced buffer, when
+// the process died, and the txids it reported for them (LastFinal) were
+// those of their groups, all at or above the first one not spooled. One
+// record with that first txid names a state that holds every one of them;
+// spooled one record per transaction, a reported txid could name a state
+// before the commits it was reported for.
 func (c *Capture) captureFromWAL(f WALFile, scan *walScan, start uint32) error {
 	prev := start
 	var prevPage []byte
@@ -181,6 +189,7 @@ func (c *Capture) captureFromWAL(f WALFile, scan *walScan, start uint32) error {
 			return err
 		}
 	}
+	var group []scanCommit // regroup: the transactions' commit frames
 	for _, cm := range scan.commits {
 		if cm.frame <= start {
 			continue
@@ -195,9 +204,13 @@ func (c *Capture) captureFromWAL(f WALFile, scan *walScan, start uint32) error {
 				continue
 			}
 		}
-		id := WALIdentity{Salt1: scan.hdr.salt1, Salt2: scan.hdr.salt2, Frame: cm.frame, Cksum: cm.ck}
-		if err := c.appendFromWAL(f, &scan.hdr, prev+1, cm.frame, cm.dbPages, id); err != nil {
-			return err
+		if c.opts.Coalesce > 0 {
+			group = append(group, cm)
+		} else {
+			id := WALIdentity{Salt1: scan.hdr.salt1, Salt2: scan.hdr.salt2, Frame: cm.frame, Cksum: cm.ck}
+			if err := c.appendFromWAL(f, &scan.hdr, prev+1, cm.frame, cm.dbPages, id, nil); err != nil {
+				return err
+			}
 		}
 		c.stats.Reconciled++
 		var err error
@@ -206,11 +219,41 @@ func (c *Capture) captureFromWAL(f WALFile, scan *walScan, start uint32) error {
 		}
 		prev = cm.frame
 	}
-	return nil
+	if len(group) == 0 {
+		return nil
+	}
+	last := group[len(group)-1]
+	id := WALIdentity{Salt1: scan.hdr.salt1, Salt2: scan.hdr.salt2, Frame: last.frame, Cksum: last.ck}
+	return c.appendFromWAL(f, &scan.hdr, start+1, last.frame, last.dbPages, id, group)
 }
 
-// appendFromWAL spools frames first..last of f as one transaction.
-func (c *Capture) appendFromWAL(f WALFile, h *walHeader, first, last, dbPages uint32, id WALIdentity) error {
+// limitsFor returns, for frames first.. of a group of transactions (their
+// commit frames in group, ascending), the highest page number a version
+// written in that frame can keep in the merged record: the smallest
+// database size of its own transaction and of every later one. A version
+// past it was cut by a shrink and never written again (or a later frame
+// would be the newest): replaying the transactions one by one drops it,
+// and so must the group (as coalesceLocked does live).
+func limitsFor(first uint32, group []scanCommit, n int) []uint32 {
+	limit := make([]uint32, n)
+	k := len(group) - 1
+	m := group[k].dbPages
+	for i := n - 1; i >= 0; i-- {
+		fr := first + uint32(i)
+		for k > 0 && fr <= group[k-1].frame {
+			k--
+			m = min(m, group[k].dbPages)
+		}
+		limit[i] = m
+	}
+	return limit
+}
+
+// appendFromWAL spools frames first..last of f as one record: one
+// transaction, or (group not nil: its transactions' commit frames) a group
+// of them, holding the newest version of each page that replaying them
+// one by one would leave.
+func (c *Capture) appendFromWAL(f WALFile, h *walHeader, first, last, dbPages uint32, id WALIdentity, group []scanCommit) error {
 	if testHookAppend != nil {
 		testHookAppend(*h, first, last, c.spool.lastTxid()+1, false)
 	}
@@ -225,7 +268,20 @@ func (c *Capture) appendFromWAL(f WALFile, h *walHeader, first, last, dbPages ui
 		}
 		pgnos[i] = fh.pgno()
 	}
-	keep, count := c.markNewest(n, func(i int) uint32 { return pgnos[i] }, dbPages)
+	pgno := func(i int) uint32 { return pgnos[i] }
+	if group != nil {
+		// A page past the size of a later transaction of the group is
+		// not a page of the group's state: page number 0 makes
+		// markNewest skip it.
+		limit := limitsFor(first, group, n)
+		pgno = func(i int) uint32 {
+			if pgnos[i] > limit[i] {
+				return 0
+			}
+			return pgnos[i]
+		}
+	}
+	keep, count := c.markNewest(n, pgno, dbPages)
 	a, err := c.spool.begin(RecordHeader{Kind: KindWAL, PageSize: h.pageSize, DBPages: dbPages, NPages: uint32(count), WAL: id})
 	if err != nil {
 		return err

@@ -247,3 +247,62 @@ func TestReconcileKeptWALAfterDirectWrites(t *testing.T) {
 		s.close()
 	}
 }
+
+// A process crash loses the group coalescing holds; reconciliation spools
+// the lost transactions again as one record with the group's txid (the
+// txid LastFinal reported for every one of them), holding what replaying
+// them one by one gives: here page 3 is cut by a shrink (transaction 4)
+// and not written again, so the record leaves it out as the live group
+// does (wal.CaptureOptions.Coalesce). Without coalescing each transaction
+// gets its own record (TestReconcileCapturesWhatSQLiteKept).
+func TestReconcileRegroupsLostGroup(t *testing.T) {
+	const ps = 512
+	opts := wal.CaptureOptions{Coalesce: 1 << 20}
+	const want = "1:1=4,2=5/3"
+	commits := func(s *synth) {
+		t.Helper()
+		s.w.Header()
+		for _, c := range []struct {
+			dbPages uint32
+			pgnos   []uint32
+			v       byte
+		}{
+			{2, []uint32{1, 2}, 1},
+			{2, []uint32{2}, 2},
+			{3, []uint32{3}, 3},
+			{2, []uint32{1}, 4}, // the database shrinks: page 3 is gone
+			{3, []uint32{2}, 5}, // and grows again without it
+		} {
+			pages := make([][]byte, len(c.pgnos))
+			for i, p := range c.pgnos {
+				pages[i] = pg(ps, p, c.v)
+			}
+			s.w.Commit(c.dbPages, c.pgnos, pages)
+			s.noErr()
+			s.conn.CommitPhaseTwo()
+		}
+	}
+	// Live: one group.
+	live := newSynth(t, ps, opts)
+	commits(live)
+	if err := live.c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	live.expect(want)
+	live.close()
+
+	s := newSynth(t, ps, opts)
+	commits(s)
+	if g := s.c.LastFinal(); g != 1 {
+		t.Fatalf("the group's txid %d, want 1", g)
+	}
+	s.expect("") // all held in memory
+	// Crash: the capture and what it holds are lost.
+	s.sp.Close()
+	s.open(opts)
+	defer s.close()
+	s.expect(want)
+	if st := s.c.Stats(); st.Reconciled != 5 {
+		t.Fatalf("reconciled %d transactions, want 5", st.Reconciled)
+	}
+}
