@@ -496,16 +496,15 @@ func (d *database) openLocal(first bool, adoptPS uint32) (err error) {
 	// would read (it deletes the WAL of a zero-page database), so its
 	// committed frames are refused as an outside change, not replayed.
 	//
-	// With async durability, consecutive small transactions of a WAL
-	// generation share one spool record until a WAL sync, a checkpoint or
-	// a publish needs the spool current (wal/coalesce.go): a txid then
-	// names that group, whose last transaction it includes. Sync
-	// durability waits for the publish of each commit, so it gains
-	// nothing from groups and keeps one record per transaction.
-	copts := wal.CaptureOptions{Logf: cfg.Logf}
-	if cfg.Durability == Async {
-		copts.Coalesce = coalesceBytes
-	}
+	// Consecutive small transactions of a WAL generation share one spool
+	// record until a WAL sync, a checkpoint or a publish needs the spool
+	// current (wal/coalesce.go): a txid then names that group, whose last
+	// transaction it includes. In both durability modes: reconciliation
+	// regroups what a crash lost only when capture coalesces, so a
+	// database reopened in the other mode must coalesce too (and sync
+	// waits for the publish that holds the group, as it would for a
+	// transaction).
+	copts := wal.CaptureOptions{Logf: cfg.Logf, Coalesce: coalesceBytes}
 	if d.capture, err = wal.NewCapture(d.spool, copts); err != nil {
 		return err
 	}

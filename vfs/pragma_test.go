@@ -140,22 +140,8 @@ func TestHeldGroupIsPublished(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	store, err := fsstore.New(filepath.Join(path+"-bop", "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	restored := filepath.Join(t.TempDir(), "r.db")
-	res, err := checkpoint.Restore(context.Background(), checkpoint.RestoreOptions{Store: store,
-		Layout: remote.Layout{Tenant: DefaultTenant, DB: "group.db"}, Txid: want, Path: restored})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Txid != want {
-		t.Fatalf("restored txid %d, want the group's %d", res.Txid, want)
-	}
-	if n := queryInt(t, openDB(t, nil, restored), "SELECT count(*) FROM t"); n != 3 {
-		t.Fatalf("the restored group holds %d rows, want 3", n)
+	if got, n := restoreRows(t, path, want); got != want || n != 3 {
+		t.Fatalf("restore at the group's txid %d gave txid %d with %d rows, want 3", want, got, n)
 	}
 	checkReplay(t, v, path, db)
 }
@@ -165,7 +151,14 @@ func TestHeldGroupIsPublished(t *testing.T) {
 // once reconciliation spooled them again (as one group) and they are
 // published (session-3 review: spooled one record per transaction, that
 // txid named only the first of them, and its restore missed the rest).
+// Reopened in either durability mode: both coalesce, so both regroup.
 func TestGroupTxidAfterCrash(t *testing.T) {
+	for _, mode := range []Durability{Async, Sync} {
+		t.Run(mode.String(), func(t *testing.T) { groupTxidAfterCrash(t, mode) })
+	}
+}
+
+func groupTxidAfterCrash(t *testing.T, reopen Durability) {
 	path := filepath.Join(t.TempDir(), "g.db")
 	c := startRepl(t, path, "BOP_VFS_INTERVAL_MS=3600000")
 	if c.first != "ready" {
@@ -185,7 +178,7 @@ func TestGroupTxidAfterCrash(t *testing.T) {
 	c.cmd.Process.Kill()
 	c.cmd.Wait()
 
-	v := newVFS(t, Config{CheckpointInterval: time.Hour, PublishBytes: -1})
+	v := newVFS(t, Config{CheckpointInterval: time.Hour, PublishBytes: -1, Durability: reopen})
 	db := openDB(t, v, path)
 	if n := queryInt(t, db, "SELECT count(*) FROM t"); n != 5 {
 		t.Fatalf("%d rows after the crash, want 5", n)
@@ -194,19 +187,26 @@ func TestGroupTxidAfterCrash(t *testing.T) {
 		t.Fatalf("after the crash the tip is txid %d, want the group's %d", s.Txid, reported)
 	}
 	queryString(t, db, "PRAGMA bop_checkpoint")
+	if got, n := restoreRows(t, path, reported); got != reported || n != 5 {
+		t.Fatalf("restore at txid %d (reported after the last commit) gave txid %d with %d rows, want 5", reported, got, n)
+	}
+	checkReplay(t, v, path, db)
+}
+
+// restoreRows restores the database at path (embedded store, default
+// tenant) at txid and returns the boundary restored and its rows in t.
+func restoreRows(t *testing.T, path string, txid uint64) (uint64, int64) {
+	t.Helper()
 	store, err := fsstore.New(filepath.Join(path+"-bop", "store"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	restored := filepath.Join(t.TempDir(), "r.db")
+	restored := filepath.Join(t.TempDir(), "restored.db")
 	res, err := checkpoint.Restore(context.Background(), checkpoint.RestoreOptions{Store: store,
-		Layout: remote.Layout{Tenant: DefaultTenant, DB: "g.db"}, Txid: reported, Path: restored})
+		Layout: remote.Layout{Tenant: DefaultTenant, DB: filepath.Base(path)}, Txid: txid, Path: restored})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := queryInt(t, openDB(t, nil, restored), "SELECT count(*) FROM t"); n != 5 || res.Txid != reported {
-		t.Fatalf("restore at txid %d (reported after the last commit) gave txid %d with %d rows, want 5", reported, res.Txid, n)
-	}
-	checkReplay(t, v, path, db)
+	return res.Txid, queryInt(t, openDB(t, nil, restored), "SELECT count(*) FROM t")
 }

@@ -56,8 +56,9 @@ type CaptureOptions struct {
 	// group's txid (the one it is appended with); a caller that needs the
 	// commit in the spool right after it must call Flush first (or
 	// SyncForPublish, which does), or not coalesce. 0: one record per
-	// transaction. Why it is safe: coalesce.go. The VFS coalesces with
-	// async durability.
+	// transaction. Why it is safe: coalesce.go. The VFS coalesces. A
+	// process that coalesced must reopen coalescing: reconciliation
+	// regroups the transactions a crash lost only then (captureFromWAL).
 	Coalesce int
 }
 

@@ -445,47 +445,41 @@ func TestFailedPaddingWriteWithdraws(t *testing.T) {
 // copied them into the main file). So the checkpoint start persists the
 // confirmed watermark; saving it only when capture sees the generation end
 // would be too late (session-3 review: this failed with that change).
-func TestCrashAfterWALTruncateBeforeCapture(t *testing.T) {
+// Each case: two transactions, a checkpoint start, then the file change
+// SQLite makes next, then a crash before capture hears of it.
+func TestCrashAfterWALChangeBeforeCapture(t *testing.T) {
 	const ps = 512
-	s := newSynth(t, ps, wal.CaptureOptions{})
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
-	s.w.Commit(3, []uint32{3}, [][]byte{pg(ps, 3, 1)})
-	s.noErr()
-	if err := s.conn.CheckpointStart(); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name   string
+		change func(s *synth)
+	}{
+		// wal_checkpoint(TRUNCATE), a PERSIST_WAL close, a deletion: the
+		// file loses its frames.
+		{"truncate", func(s *synth) { s.file.Truncate(0) }},
+		// A WAL restart: the new header reaches the file first.
+		{"restart", func(s *synth) {
+			s.w.CkptSeq++
+			s.w.Salt1++
+			s.w.Salt2 = 0x99
+			s.file.Write(s.w.HeaderBytes(), 0)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSynth(t, ps, wal.CaptureOptions{})
+			s.w.Header()
+			s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+			s.w.Commit(3, []uint32{3}, [][]byte{pg(ps, 3, 1)})
+			s.noErr()
+			if err := s.conn.CheckpointStart(); err != nil {
+				t.Fatal(err)
+			}
+			s.conn.CheckpointDone()
+			s.expect("1:1=1,2=1/2 2:3=1/3")
+			tc.change(s)
+			s.close()
+			s.open(wal.CaptureOptions{})
+			defer s.close()
+			s.expect("1:1=1,2=1/2 2:3=1/3")
+		})
 	}
-	s.conn.CheckpointDone()
-	s.expect("1:1=1,2=1/2 2:3=1/3")
-	// SQLite's wal_checkpoint(TRUNCATE) / PERSIST_WAL close / delete:
-	// the file loses its frames; the process dies before cn.Truncate.
-	s.file.Truncate(0)
-	s.close()
-	s.open(wal.CaptureOptions{})
-	defer s.close()
-	s.expect("1:1=1,2=1/2 2:3=1/3")
-}
-
-// The same with a WAL restart: the new header reaches the file first.
-func TestCrashAfterWALRestartBeforeCapture(t *testing.T) {
-	const ps = 512
-	s := newSynth(t, ps, wal.CaptureOptions{})
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
-	s.w.Commit(3, []uint32{3}, [][]byte{pg(ps, 3, 1)})
-	s.noErr()
-	if err := s.conn.CheckpointStart(); err != nil {
-		t.Fatal(err)
-	}
-	s.conn.CheckpointDone()
-	// The new header reaches the file; the process dies before capture
-	// sees the write (walFile.WriteAt writes the base file first).
-	s.w.CkptSeq++
-	s.w.Salt1++
-	s.w.Salt2 = 0x99
-	s.file.Write(s.w.HeaderBytes(), 0)
-	s.close()
-	s.open(wal.CaptureOptions{})
-	defer s.close()
-	s.expect("1:1=1,2=1/2 2:3=1/3")
 }

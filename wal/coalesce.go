@@ -35,7 +35,11 @@ import (
 // with synchronous=FULL (a sync per commit) there is one transaction per
 // record; and pages dropped by a transaction that shrank the database are
 // dropped from the group, so replaying the group's record gives the
-// database as of its last transaction, as replaying each would.
+// database as of its last transaction, as replaying each would, with one
+// harmless exception: a page of the database from before the group that
+// a shrink cuts and a later transaction's growth takes back without
+// writing it keeps its old bytes instead of zeros (SQLite writes every
+// page it grows into, except the lock-byte page, so it never reads it).
 type pendingRecord struct {
 	n       int // transactions merged (0: nothing pending)
 	txid    uint64

@@ -190,6 +190,17 @@ func (o *oracle) check(h walHeader, first, last uint32, txid uint64, merge bool)
 		}
 		if i >= first {
 			pages[binary.BigEndian.Uint32(fr)] = append([]byte(nil), fr[24:]...)
+			// A commit frame inside first..last (reconciliation regroups
+			// lost transactions into one record with Coalesce): its
+			// transaction cut the pages beyond its size, as replaying
+			// them one by one would.
+			if n := binary.BigEndian.Uint32(fr[4:]); n != 0 && i < last {
+				for p := range pages {
+					if p > n {
+						delete(pages, p)
+					}
+				}
+			}
 		}
 		if i == last {
 			dbSize = binary.BigEndian.Uint32(fr[4:])
