@@ -203,11 +203,12 @@ func (c *Capture) Flush() error {
 // while it grows and is appended with it). The VFS reports it as the
 // database's txid, and the publisher takes it as the tip its lag is
 // measured to: a group is appended (SyncForPublish) before it is
-// published.
+// published. Once capture has stopped (Err) a held group is never
+// appended, so it is not reported.
 func (c *Capture) LastFinal() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pend.n > 0 {
+	if c.pend.n > 0 && c.failed == nil {
 		return c.pend.txid
 	}
 	return c.spool.lastTxid()

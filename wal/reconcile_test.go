@@ -306,3 +306,26 @@ func TestReconcileRegroupsLostGroup(t *testing.T) {
 		t.Fatalf("reconciled %d transactions, want 5", st.Reconciled)
 	}
 }
+
+// A group held in memory is reported (LastFinal) only while capture can
+// still append it: once capture stops, the tip is the spool's last record.
+func TestLastFinalAfterCaptureStops(t *testing.T) {
+	const ps = 512
+	s := newSynth(t, ps, wal.CaptureOptions{Coalesce: 1 << 20})
+	defer s.close()
+	s.w.Header()
+	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.noErr()
+	s.conn.CommitPhaseTwo()
+	if g := s.c.LastFinal(); g != 1 {
+		t.Fatalf("LastFinal %d with a group held, want 1", g)
+	}
+	// SQLite writes over the settled frame 1: capture stops (ErrLost).
+	s.w.WriteFrame(1, 1, 2, pg(ps, 1, 9), false)
+	if !errors.Is(s.c.Err(), wal.ErrLost) {
+		t.Fatalf("capture error %v, want ErrLost", s.c.Err())
+	}
+	if g := s.c.LastFinal(); g != 0 {
+		t.Fatalf("LastFinal %d after capture stopped, want 0 (nothing spooled)", g)
+	}
+}
