@@ -82,7 +82,7 @@ func (d *database) status() Status {
 	st := Status{
 		Mode: "primary", Durability: d.cfg.Durability.String(), Path: d.path,
 		Tenant: d.layout.Tenant, Name: d.layout.DB, Remote: redactURL(d.remoteURL), Origin: d.meta.Origin,
-		Txid: max(sp.LastTxid, d.capture.LastFinal()), SpoolBytes: sp.Bytes, SpoolLimit: sp.MaxBytes,
+		Txid: d.capture.LastFinal(), SpoolBytes: sp.Bytes, SpoolLimit: sp.MaxBytes,
 		Owner: d.owner.owner.String(), Writer: d.owner.owner.Writer, TSeed: d.meta.TSeed, LagWaits: d.lagWaits.Load(),
 		Publisher: "not started (a new database starts it once its first page exists)",
 	}
@@ -174,7 +174,7 @@ func (d *database) statusJSON() (string, error) {
 
 // txidString is PRAGMA bop_txid.
 func (d *database) txidString() string {
-	return strconv.FormatUint(max(d.spool.Status().LastTxid, d.capture.LastFinal()), 10)
+	return strconv.FormatUint(d.capture.LastFinal(), 10)
 }
 
 // dirBytes sums the sizes of the files under dir (0 if it is missing).
