@@ -69,6 +69,14 @@ func (s *synth) open(opts wal.CaptureOptions) {
 	s.conn2.AttachWAL(s.file)
 }
 
+// begin writes the WAL header and transaction 1 (pages 1 and 2 at
+// version 1, database size 2): the opening most scenarios share.
+func (s *synth) begin(ps int) {
+	s.t.Helper()
+	s.w.Header()
+	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+}
+
 func (s *synth) close() {
 	s.c.Close()
 	s.sp.Close()
@@ -154,8 +162,7 @@ func TestCaptureWithdrawAndContinue(t *testing.T) {
 	const ps = 512
 	s := newSynth(t, ps, wal.CaptureOptions{})
 	defer s.close()
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	s.conn.CommitPhaseTwo()
 	// Transaction 2 writes frames 3..4 with a commit frame, but its sync
 	// fails: SQLite rolls it back and the next transaction reuses frame 3.
@@ -187,8 +194,7 @@ func TestCaptureWriteBelowFinalStops(t *testing.T) {
 	const ps = 512
 	s := newSynth(t, ps, wal.CaptureOptions{})
 	defer s.close()
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	s.conn.CommitPhaseTwo()
 	s.w.WriteFrame(2, 2, 2, pg(ps, 2, 7), false)
 	if !errors.Is(s.werr, wal.ErrLost) {
@@ -287,8 +293,7 @@ func TestCaptureRestartAndCheckpoint(t *testing.T) {
 	const ps = 1024
 	s := newSynth(t, ps, wal.CaptureOptions{})
 	defer s.close()
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	// A checkpoint starts (on another goroutine, as SQLite's would) before
 	// the writer's phase two arrived: it waits for it, and the transaction
 	// is final, durable and confirmed before the copy.

@@ -53,8 +53,7 @@ func TestCheckpointBeforeCommitSyncThatFails(t *testing.T) {
 			const ps = 512
 			s := newSynth(t, ps, wal.CaptureOptions{})
 			defer s.close()
-			s.w.Header()
-			s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+			s.begin(ps)
 			s.conn.CommitPhaseTwo() // T1 final
 			// T2: frames 3..4, commit frame written; the writer has not
 			// synced yet.
@@ -114,8 +113,7 @@ func TestCheckpointBeforeCommitSyncThatSucceeds(t *testing.T) {
 	const ps = 512
 	s := newSynth(t, ps, wal.CaptureOptions{})
 	defer s.close()
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	s.conn.CommitPhaseTwo()
 	s.w.Commit(3, []uint32{1, 3}, [][]byte{pg(ps, 1, 9), pg(ps, 3, 9)})
 	// psow=0: the commit frame is padded before the sync; the checkpoint
@@ -158,8 +156,7 @@ func TestCheckpointWaitsForPhaseTwo(t *testing.T) {
 	const ps = 512
 	s := newSynth(t, ps, wal.CaptureOptions{})
 	defer s.close()
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	ckpt := startCheckpoint(s.conn2)
 	waitCkptWaits(t, s.c, 1)
 	select {
@@ -188,8 +185,7 @@ func TestCheckpointRefusedWhenCommitShowsNothing(t *testing.T) {
 	const ps = 512
 	s := newSynth(t, ps, wal.CaptureOptions{})
 	defer s.close()
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	start := time.Now()
 	err := s.conn2.CheckpointStart()
 	s.conn2.CheckpointDone()
@@ -223,8 +219,7 @@ func TestCheckpointOnWritersConnection(t *testing.T) {
 	const ps = 512
 	s := newSynth(t, ps, wal.CaptureOptions{})
 	defer s.close()
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	if err := s.conn.CheckpointStart(); err != nil {
 		t.Fatal(err)
 	}
@@ -405,8 +400,7 @@ func TestFailedPaddingWriteWithdraws(t *testing.T) {
 	const ps = 512
 	s := newSynth(t, ps, wal.CaptureOptions{})
 	defer s.close()
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	s.conn.CommitPhaseTwo()
 	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 9), pg(ps, 2, 9)}) // frames 3..4
 	s.noErr()
@@ -466,8 +460,7 @@ func TestCrashAfterWALChangeBeforeCapture(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSynth(t, ps, wal.CaptureOptions{})
-			s.w.Header()
-			s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+			s.begin(ps)
 			s.w.Commit(3, []uint32{3}, [][]byte{pg(ps, 3, 1)})
 			s.noErr()
 			if err := s.conn.CheckpointStart(); err != nil {

@@ -53,8 +53,7 @@ func TestReconcileUnknownGeneration(t *testing.T) {
 func TestReconcileCapturesWhatSQLiteKept(t *testing.T) {
 	const ps = 512
 	s := newSynth(t, ps, wal.CaptureOptions{})
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	s.conn.CommitPhaseTwo()
 	// Committed in the WAL, but the process died before phase two.
 	s.w.Commit(2, []uint32{2}, [][]byte{pg(ps, 2, 2)})
@@ -221,8 +220,7 @@ func (m *memMain) Size() (int64, error) { return int64(len(m.b)), nil }
 func TestReconcileKeptWALAfterDirectWrites(t *testing.T) {
 	const ps = 512
 	s := newSynth(t, ps, wal.CaptureOptions{})
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	s.conn.CommitPhaseTwo()
 	s.w.Commit(2, []uint32{2}, [][]byte{pg(ps, 2, 2)})
 	s.conn.CommitPhaseTwo()
@@ -313,8 +311,7 @@ func TestLastFinalAfterCaptureStops(t *testing.T) {
 	const ps = 512
 	s := newSynth(t, ps, wal.CaptureOptions{Coalesce: 1 << 20})
 	defer s.close()
-	s.w.Header()
-	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
+	s.begin(ps)
 	s.noErr()
 	s.conn.CommitPhaseTwo()
 	if g := s.c.LastFinal(); g != 1 {
