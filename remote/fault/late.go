@@ -112,6 +112,22 @@ func (l *Late) Land(ctx context.Context) ([]error, error) {
 	return errs, nil
 }
 
+// LandRefused lands every held request (Land) and reports an error unless
+// the store refused each of them with remote.ErrPrecondition: what a test
+// expects when the requests came too late to win their race.
+func (l *Late) LandRefused(ctx context.Context) error {
+	errs, err := l.Land(ctx)
+	if err != nil {
+		return err
+	}
+	for i, err := range errs {
+		if !errors.Is(err, remote.ErrPrecondition) {
+			return fmt.Errorf("fault: late request %d of %d was not refused: %v", i+1, len(errs), err)
+		}
+	}
+	return nil
+}
+
 // Offered returns every body offered for key, in order, held or not
 // (nil for a key outside the prefix). The slices must not be modified.
 func (l *Late) Offered(key string) [][]byte {

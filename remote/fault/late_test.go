@@ -114,3 +114,31 @@ func TestLateHoldRefusing(t *testing.T) {
 		t.Fatalf("Land: %v %v", errs, err)
 	}
 }
+
+// LandRefused passes only when every landed request lost its race.
+func TestLateLandRefused(t *testing.T) {
+	l := NewLate(newInner(t), "log/")
+	if err := l.LandRefused(t.Context()); !errors.Is(err, ErrNothingHeld) {
+		t.Fatalf("nothing held: %v", err)
+	}
+	create := remote.PutOptions{IfNoneMatch: true}
+	l.Hold()
+	if _, err := put(t, l, "log/1", "late", create); !errors.Is(err, ErrHeld) {
+		t.Fatal(err)
+	}
+	l.Pass(false)
+	if _, err := put(t, l, "log/1", "winner", create); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.LandRefused(t.Context()); err != nil {
+		t.Fatalf("a late create of a taken key: %v", err)
+	}
+	l.Hold()
+	if _, err := put(t, l, "log/2", "late", create); !errors.Is(err, ErrHeld) {
+		t.Fatal(err)
+	}
+	l.Pass(false)
+	if err := l.LandRefused(t.Context()); err == nil {
+		t.Fatal("a late create that landed (log/2 was free) passed as refused")
+	}
+}
