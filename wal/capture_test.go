@@ -381,3 +381,50 @@ func TestCaptureMemoryBoundSpills(t *testing.T) {
 		t.Fatalf("spilled %d frames", st.Spilled)
 	}
 }
+
+// With coalescing, a WAL sync appends the group held in memory before the
+// sync runs (its write-back overlaps the WAL's fsync), but fsyncs the spool
+// only after the sync succeeded, and the record is confirmed only by a
+// later persist (here a checkpoint): a failed sync leaves it appended,
+// neither synced nor confirmed.
+func TestCaptureSyncAppendsGroupFirst(t *testing.T) {
+	const ps = 512
+	s := newSynth(t, ps, wal.CaptureOptions{Coalesce: 64 << 10})
+	defer s.close()
+	s.begin(ps)
+	s.conn.CommitPhaseTwo()
+	s.w.Commit(3, []uint32{3}, [][]byte{pg(ps, 3, 1)})
+	s.conn.CommitPhaseTwo()
+	s.noErr()
+	if st := s.sp.Status(); st.LastTxid != 0 {
+		t.Fatalf("the group was appended before any sync: %+v", st)
+	}
+	var during wal.SpoolStatus
+	err := s.conn.Sync(func() error {
+		during = s.sp.Status()
+		return errors.New("EIO")
+	})
+	if err == nil {
+		t.Fatal("sync error not returned")
+	}
+	if during.LastTxid != 1 || during.SyncedTxid != 0 || during.ConfirmedTxid != 0 {
+		t.Fatalf("during the WAL sync: %+v; want the group (txid 1) appended, not synced, not confirmed", during)
+	}
+	if st := s.sp.Status(); st.SyncedTxid != 0 || st.ConfirmedTxid != 0 {
+		t.Fatalf("the spool was synced or confirmed after a failed WAL sync: %+v", st)
+	}
+	if err := s.conn.Sync(func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.sp.Status(); st.SyncedTxid != 1 {
+		t.Fatalf("the spool was not synced after the WAL sync: %+v", st)
+	}
+	if err := s.conn.CheckpointStart(); err != nil {
+		t.Fatal(err)
+	}
+	s.conn.CheckpointDone()
+	if st := s.sp.Status(); st.ConfirmedTxid != 1 {
+		t.Fatalf("not confirmed at checkpoint start: %+v", st)
+	}
+	s.expect("1:1=1,2=1,3=1/3")
+}

@@ -127,6 +127,16 @@ func (c *Capture) persistConfirmedLocked() error {
 func (cn *Conn) Sync(do func() error) error {
 	c := cn.c
 	c.mu.Lock()
+	// Final transactions held for coalescing are appended now, before the
+	// WAL sync, and again after it for what finalizes meanwhile: the
+	// spool's write-back of the group (segFile's hints) then overlaps the
+	// WAL's fsync, and the spool fsync below has less left to wait for.
+	// Appending is not confirming: the records stay unconfirmed until
+	// markDurableLocked. An error here fails the sync before it runs.
+	if ferr := c.flushPendingLocked(); ferr != nil {
+		c.mu.Unlock()
+		return ferr
+	}
 	gen, frame := c.genSeq, c.written
 	cn.syncing = true
 	c.wakeLocked() // a checkpoint waiting for cn's commit leaves it provisional now
