@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"sync"
@@ -119,9 +120,28 @@ func startProfile(prefix string) (stop func(), err error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
+// startTrace starts a runtime execution trace: where the workload's
+// goroutine waits (go tool trace -pprof=syscall, -pprof=sync), which a CPU
+// profile does not show.
+func startTrace(prefix string) (stop func(), err error) {
+	f, err := os.Create(fmt.Sprintf("%s-%s-%d.trace", prefix, os.Getenv("BOP_BENCH_CHILD"), os.Getpid()))
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { trace.Stop(); f.Close() }, nil
+}
+
 func startWork() {
 	if prefix := os.Getenv("BOP_BENCH_CPUPROFILE_WORK"); prefix != "" {
 		if stop, err := startProfile(prefix); err == nil {
+			stopWorkProfile = stop
+		}
+	} else if prefix := os.Getenv("BOP_BENCH_TRACE_WORK"); prefix != "" {
+		if stop, err := startTrace(prefix); err == nil {
 			stopWorkProfile = stop
 		}
 	}
