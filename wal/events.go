@@ -121,21 +121,30 @@ func (c *Capture) persistConfirmedLocked() error {
 // Capture notes which frames were written before the sync started (only
 // those are made durable by it), runs it, and then: on failure withdraws
 // the provisional transaction if this connection is committing it (SQLite
-// rolls it back); on success finalizes it, confirms what became durable
-// and fsyncs the spool. The spool is never fsynced before the WAL sync
-// succeeded. do's error is returned unchanged.
+// rolls it back); on success finalizes it, notes what became durable
+// and fsyncs the spool (what was appended before the sync is fsynced
+// beside it). Nothing is confirmed here: C rises only at a persist, after
+// a WAL sync that succeeded. do's error is returned unchanged.
 func (cn *Conn) Sync(do func() error) error {
 	c := cn.c
 	c.mu.Lock()
 	// Final transactions held for coalescing are appended now, before the
-	// WAL sync, and again after it for what finalizes meanwhile: the
-	// spool's write-back of the group (segFile's hints) then overlaps the
-	// WAL's fsync, and the spool fsync below has less left to wait for.
-	// Appending is not confirming: the records stay unconfirmed until
-	// markDurableLocked. An error here fails the sync before it runs.
+	// WAL sync, and again after it for what finalizes meanwhile; what is
+	// appended is fsynced beside the WAL's fsync, not after it (one wait
+	// for the disk instead of two). Neither appending nor the spool's
+	// fsync confirms anything: the records stay above C until
+	// markDurableLocked and a persist, after the WAL sync succeeded, so a
+	// power loss in between finds them ahead of the WAL, which
+	// reconciliation checks (invariant 4 in docs/arch/wal.md). An error
+	// here fails the sync before it runs.
 	if ferr := c.flushPendingLocked(); ferr != nil {
 		c.mu.Unlock()
 		return ferr
+	}
+	var spoolSynced chan error
+	if c.spool.hasUnsynced() {
+		spoolSynced = make(chan error, 1)
+		go func() { spoolSynced <- c.spool.Sync() }()
 	}
 	gen, frame := c.genSeq, c.written
 	cn.syncing = true
@@ -143,6 +152,10 @@ func (cn *Conn) Sync(do func() error) error {
 	c.mu.Unlock()
 
 	err := do()
+	var serr error
+	if spoolSynced != nil {
+		serr = <-spoolSynced
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -159,7 +172,13 @@ func (cn *Conn) Sync(do func() error) error {
 		if mine {
 			c.withdrawLocked("its commit sync failed")
 		}
+		if serr != nil {
+			c.failLocked(serr)
+		}
 		return err
+	}
+	if serr != nil {
+		return c.failLocked(serr)
 	}
 	c.markDurableLocked(gen, frame)
 	if mine {

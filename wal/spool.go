@@ -436,6 +436,13 @@ func (s *Spool) lastTxid() uint64 {
 	return s.last
 }
 
+// hasUnsynced reports whether records were appended since the last Sync.
+func (s *Spool) hasUnsynced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last > s.synced
+}
+
 // Dir returns the spool's directory.
 func (s *Spool) Dir() string { return s.dir }
 
