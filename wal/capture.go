@@ -117,12 +117,12 @@ type Stats struct {
 //     consecutive ones of a generation as one record (coalesce.go).
 //   - SQLite never writes at or below base; if it does, capture stops with
 //     ErrLost rather than guess (writeFrame).
-//   - The spool is fsynced after every successful WAL sync, and before a
-//     checkpoint copies the WAL into the database, each time with what
-//     coalescing holds appended first: a record may be durable in the
-//     spool ahead of its frames in the WAL only while it is above the
-//     persisted confirmed watermark, which reconciliation checks against
-//     the WAL (Sync, CheckpointStart). What is only in memory (coalesced,
+//   - The spool is fsynced at every WAL sync (beside it: its fsync
+//     confirms nothing), and before a checkpoint copies the WAL into the
+//     database, each time with what coalescing holds appended first: a
+//     record may be durable in the spool ahead of its frames in the WAL
+//     only while it is above the persisted confirmed watermark, which
+//     reconciliation checks against the WAL (Sync, CheckpointStart). What is only in memory (coalesced,
 //     or in a buffered spool's segFile) is lost by a crash like an
 //     unsynced record by a power loss, and captured again from the WAL.
 //   - The confirmed watermark covers a record only once the WAL sync that
