@@ -417,15 +417,29 @@ func TestCaptureSyncAppendsGroupFirst(t *testing.T) {
 	if st := s.sp.Status(); st.ConfirmedTxid != 0 {
 		t.Fatalf("confirmed after a failed WAL sync: %+v", st)
 	}
-	if err := s.conn.Sync(func() error { return nil }); err != nil {
+	// A second WAL sync, during which another connection commits: its
+	// transaction, final during the sync, is appended and fsynced after
+	// it (the fsync beside the sync ran before it existed).
+	err = s.conn.Sync(func() error {
+		s.writer = s.conn2
+		s.w.Commit(4, []uint32{4}, [][]byte{pg(ps, 4, 1)})
+		s.conn2.CommitPhaseTwo()
+		s.writer = s.conn
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
+	}
+	s.noErr()
+	if st := s.sp.Status(); st.LastTxid != 2 || st.SyncedTxid != 2 {
+		t.Fatalf("after the WAL sync: %+v; want txid 2 (final during the sync) appended and synced", st)
 	}
 	if err := s.conn.CheckpointStart(); err != nil {
 		t.Fatal(err)
 	}
 	s.conn.CheckpointDone()
-	if st := s.sp.Status(); st.ConfirmedTxid != 1 {
+	if st := s.sp.Status(); st.ConfirmedTxid != 2 {
 		t.Fatalf("not confirmed at checkpoint start: %+v", st)
 	}
-	s.expect("1:1=1,2=1,3=1/3")
+	s.expect("1:1=1,2=1,3=1/3 2:4=1/4")
 }

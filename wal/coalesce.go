@@ -19,9 +19,11 @@ import (
 // loses it from the spool, never from the WAL while its generation lives,
 // and reconciliation captures it again (as one group: captureFromWAL). It is
 // appended before anything the spool's durability rules depend on:
-//   - before every spool sync (Conn.Sync, and persist: CheckpointStart,
-//     SyncForPublish, a generation's end, a rollback-mode transaction),
-//     so the spool is current whenever it is fsynced, and records are
+//   - before every spool sync that ends a wait for durability (Conn.Sync's
+//     after the WAL sync, and persist: CheckpointStart, SyncForPublish, a
+//     generation's end, a rollback-mode transaction), so the spool is
+//     current whenever it is confirmed (the fsync that runs beside the
+//     WAL's may miss what finalizes during it), and records are
 //     confirmed only as before (its unconfirmed entry is its last commit
 //     frame, which the WAL sync must cover);
 //   - before any other record is appended (txids stay in commit order);
@@ -154,6 +156,13 @@ func (c *Capture) flushPendingLocked() error {
 	p := &c.pend
 	if p.n == 0 {
 		return nil
+	}
+	if err := c.usableLocked(); err != nil {
+		// Capture stopped: the group may be torn (coalesceLocked can fail
+		// half-way through a merge, its pages already overwritten) and
+		// is never appended; reconciliation captures its transactions
+		// again from the WAL (TestCaptureTornGroupNeverAppended).
+		return err
 	}
 	p.pgnos = p.pgnos[:0]
 	for pg := range p.slots {

@@ -271,6 +271,9 @@ func (f *walFile) Truncate(size int64) error {
 
 func (f *walFile) Sync(flags vfs.SyncFlag) error {
 	do := func() error {
+		if f.v.BeforeWALSync != nil {
+			f.v.BeforeWALSync()
+		}
 		if err := f.v.crashCheck(); err != nil {
 			return err
 		}

@@ -66,6 +66,8 @@ type VFS struct {
 	Crash *crashfs.Tracker
 	// Trace, if set, receives every event (from SQLite's goroutines).
 	Trace func(Event)
+	// BeforeWALSync, if set, runs inside capture's Sync, just before the real WAL sync (a power cut inside it: TestPowerLossInsideWALSyncAfterSpoolSync).
+	BeforeWALSync func()
 
 	mu      sync.Mutex
 	dbs     map[string]*DB

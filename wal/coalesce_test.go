@@ -1,0 +1,316 @@
+package wal_test
+
+import (
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bopstore/bop/internal/crashfs"
+	"github.com/bopstore/bop/internal/walgen"
+	"github.com/bopstore/bop/wal"
+)
+
+// Once capture has stopped, a group coalescing holds is never appended
+// (LastFinal's contract, failLocked's "continuing could spool something
+// wrong"), also not by the flush Conn.Sync runs before the WAL sync.
+func TestCaptureStoppedAppendsNothing(t *testing.T) {
+	const ps = 512
+	s := newSynth(t, ps, wal.CaptureOptions{Coalesce: 1 << 20})
+	defer s.close()
+	s.begin(ps)
+	s.noErr()
+	s.conn.CommitPhaseTwo() // T1 final, held in the group
+	// SQLite writes over the settled frame 1: capture stops (ErrLost).
+	s.w.WriteFrame(1, 1, 2, pg(ps, 1, 9), false)
+	if !errors.Is(s.c.Err(), wal.ErrLost) {
+		t.Fatalf("capture error %v, want ErrLost", s.c.Err())
+	}
+	ran := false
+	err := s.conn.Sync(func() error { ran = true; return nil })
+	if err == nil {
+		t.Fatal("Sync on a stopped capture returned no error")
+	}
+	t.Logf("sync ran=%v err=%v", ran, err)
+	if st := s.sp.Status(); st.LastTxid != 0 {
+		t.Fatalf("capture stopped with ErrLost, yet Conn.Sync appended the held group: spool %+v", st)
+	}
+}
+
+// The spool's fsync (beside the WAL's) completes, then the WAL's fsync is
+// cut by a power loss (the machine goes down inside it).
+// The group appended before the sync is durable in the spool ahead of the
+// WAL; reconciliation must drop it (it is above C) and spool and database
+// must agree.
+func TestPowerLossInsideWALSyncAfterSpoolSync(t *testing.T) {
+	for _, mode := range []crashfs.Mode{crashfs.LoseUnsynced, crashfs.KeepUnsynced, crashfs.RandomSubset} {
+		for _, seed := range []uint64{1, 2, 3} {
+			t.Run(fmt.Sprintf("%s,seed=%d", mode, seed), func(t *testing.T) { powerLossInsideWALSync(t, mode, seed) })
+		}
+	}
+}
+
+func powerLossInsideWALSync(t *testing.T, mode crashfs.Mode, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	tr := crashfs.New()
+	v, name := newVFS(t, tr, nil)
+	e := newEnv(t, t.TempDir(), v, name, crashFS{crashfs.FS{T: tr}})
+	e.sopts.BufferBytes = 3000
+	e.copts.Coalesce = 1 << 20
+	var armed atomic.Bool
+	var spoolAhead atomic.Bool
+	v.BeforeWALSync = func() {
+		if !armed.Load() {
+			return
+		}
+		// Wait for the spool fsync that runs beside this WAL sync.
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			st := e.spool.Status()
+			if st.SyncedTxid == st.LastTxid && st.LastTxid > st.ConfirmedTxid {
+				spoolAhead.Store(true)
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		tr.Crash() // the power goes out inside the WAL's fsync
+	}
+	pragmas := []string{"journal_mode(wal)", "synchronous(normal)", "wal_autocheckpoint(0)"}
+	e.mustOpenCapture()
+	db := e.openDB(true, pragmas...)
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+	checkpointTruncate(t, db) // everything so far durable and confirmed
+	if _, err := e.cap.SyncForPublish(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 20; i++ {
+		mustExec(t, db, "INSERT INTO t VALUES (?, randomblob(?))", i, 100+rng.IntN(2000))
+	}
+	before := e.spool.Status()
+	armed.Store(true)
+	_, ckErr := db.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+	armed.Store(false)
+	mid := e.spool.Status()
+	t.Logf("before checkpoint: %+v; after the cut sync: %+v; checkpoint err %v; spool synced ahead of WAL: %v",
+		before, mid, ckErr, spoolAhead.Load())
+	if !spoolAhead.Load() {
+		t.Fatal("the spool was not fsynced beside the WAL sync: scenario not reached")
+	}
+	db.Close()
+	e.closeCapture()
+	os.Remove(e.path + "-shm")
+	rep, err := tr.Restore(mode, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("crash: %s", rep)
+
+	e.mustOpenCapture()
+	defer e.closeCapture()
+	db = e.openDB(true, pragmas...)
+	defer db.Close()
+	rows := queryString(t, db, "SELECT count(*) FROM t") // opens: reconciles
+	st := e.cap.Stats()
+	t.Logf("after reopen: spool %+v", e.spool.Status())
+	t.Logf("reconcile: captured %d, dropped %d; rows %s", st.Reconciled, st.ReconDropped, rows)
+	if e.spool.Status().ConfirmedTxid < mid.ConfirmedTxid {
+		t.Fatalf("C went back: %d < %d", e.spool.Status().ConfirmedTxid, mid.ConfirmedTxid)
+	}
+	checkUniqueIdentities(t, e.spool)
+	e.checkReplay(db, "after power loss inside the WAL sync")
+	if ic := queryString(t, db, "PRAGMA integrity_check"); ic != "ok" {
+		t.Fatal(ic)
+	}
+}
+
+// The spool fsync that runs beside the WAL's fails
+// while the WAL's succeeds (synchronous=NORMAL, coalescing: the checkpoint's
+// WAL sync is the one that has unsynced records to fsync): the checkpoint
+// must fail and capture must stop (sticky), as with the fsync after it.
+func TestSpoolFsyncBesideWALSyncFails(t *testing.T) {
+	var fail atomic.Bool
+	e := newEnv(t, t.TempDir(), nil, "", failingFS{fail: &fail})
+	e.sopts.BufferBytes = 3000
+	e.copts.Coalesce = 1 << 20
+	e.mustOpenCapture()
+	db := e.openDB(true, "journal_mode(wal)", "synchronous(normal)", "wal_autocheckpoint(0)")
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(v)")
+	checkpointTruncate(t, db)
+	mustExec(t, db, "INSERT INTO t VALUES (1)")
+	mustExec(t, db, "INSERT INTO t VALUES (2)")
+	fail.Store(true)
+	var busy, logf, ckpt int
+	err := db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logf, &ckpt)
+	t.Logf("checkpoint: err %v busy %d log %d ckpt %d", err, busy, logf, ckpt)
+	if err == nil && ckpt > 0 {
+		t.Fatal("a checkpoint copied frames although the spool could not be fsynced")
+	}
+	if e.cap.Err() == nil {
+		t.Fatal("capture did not stop after a failed spool fsync")
+	}
+	if e.spool.Status().Err == nil {
+		t.Fatal("the spool did not stop after a failed fsync")
+	}
+	fail.Store(false)
+	if _, err := db.Exec("INSERT INTO t VALUES (3)"); err == nil {
+		t.Fatal("a commit succeeded after capture stopped")
+	}
+	db.Close()
+	e.closeCapture()
+}
+
+// A WAL sync that failed makes nothing durable. After it, the
+// group appended (and fsynced) beside it is ahead of the WAL; the next
+// persist may confirm it only after a WAL fsync that succeeded. This is the
+// guarantee the spool's fsync beside the WAL's rests on ("C rises only at
+// a persist after a WAL sync that succeeded").
+func TestFailedWALSyncConfirmsNothing(t *testing.T) {
+	const ps = 512
+	s := newSynth(t, ps, wal.CaptureOptions{Coalesce: 64 << 10})
+	defer s.close()
+	s.begin(ps)
+	s.conn.CommitPhaseTwo()
+	s.noErr()
+	if err := s.conn.Sync(func() error { return errors.New("EIO") }); err == nil {
+		t.Fatal("sync error not returned")
+	}
+	syncs := s.file.Syncs
+	c, err := s.c.SyncForPublish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c >= 1 && s.file.Syncs == syncs {
+		t.Fatalf("txid 1 confirmed (C=%d) although the only WAL sync since its frames were written failed and SyncForPublish did not fsync the WAL", c)
+	}
+	if c != 1 {
+		t.Fatalf("C=%d after SyncForPublish, want 1", c)
+	}
+}
+
+// spillFailFS fails reads of capture's spill file while fail is set.
+type spillFailFS struct {
+	wal.OSFS
+	fail *atomic.Bool
+}
+
+type spillFailFile struct {
+	wal.File
+	fail *atomic.Bool
+}
+
+func (f spillFailFS) OpenFile(name string, flag int, perm iofs.FileMode) (wal.File, error) {
+	file, err := f.OSFS.OpenFile(name, flag, perm)
+	if err != nil || !strings.HasSuffix(name, "capture.spill") {
+		return file, err
+	}
+	return spillFailFile{file, f.fail}, nil
+}
+
+func (f spillFailFile) ReadAt(p []byte, off int64) (int, error) {
+	if f.fail.Load() {
+		return 0, errors.New("injected spill read failure")
+	}
+	return f.File.ReadAt(p, off)
+}
+
+// coalesceLocked fails half-way through merging a transaction (a
+// spill-file read error) after it has already overwritten some of the
+// group's pages. Capture stops, and the torn group must stay out of the
+// spool: appended under the identity of the group's last complete commit,
+// reconciliation would find that frame in the WAL, keep the record and
+// confirm it, naming at or below C a state that never existed (page 1
+// from T2, page 2 from T1). A session-4 review found Conn.Sync's flush
+// before the WAL sync doing exactly that.
+func TestCaptureTornGroupNeverAppended(t *testing.T) {
+	const ps = 512
+	dir := t.TempDir()
+	var fail atomic.Bool
+	sopts := wal.SpoolOptions{FS: spillFailFS{fail: &fail}}
+	copts := wal.CaptureOptions{Coalesce: 64 << 10, MemoryBytes: ps}
+	file := &walgen.File{Path: filepath.Join(dir, "db-wal")}
+	var sp *wal.Spool
+	var c *wal.Capture
+	var conn *wal.Conn
+	open := func() {
+		var err error
+		if sp, err = wal.OpenSpool(filepath.Join(dir, "spool"), sopts); err != nil {
+			t.Fatal(err)
+		}
+		if c, err = wal.NewCapture(sp, copts); err != nil {
+			t.Fatal(err)
+		}
+		conn = c.NewConn(nopMain{})
+		if err := conn.AttachWAL(file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open()
+	var werr error
+	w := walgen.New(ps, 0x1234, 0xabcd, func(p []byte, off int64) error {
+		file.Write(p, off)
+		if err := conn.Write(p, off); err != nil && werr == nil {
+			werr = err
+		}
+		return nil
+	})
+	w.Header()
+	w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})                  // T1
+	conn.CommitPhaseTwo()                                                              // final, held in the group
+	w.Commit(3, []uint32{1, 2, 3}, [][]byte{pg(ps, 1, 2), pg(ps, 2, 2), pg(ps, 3, 2)}) // T2
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	fail.Store(true)
+	if err := conn.CommitPhaseTwo(); err == nil {
+		t.Fatal("merging T2 did not fail")
+	}
+	fail.Store(false)
+	if c.Err() == nil {
+		t.Fatal("capture did not stop")
+	}
+	conn.Sync(func() error { return nil }) // a checkpoint's WAL sync, say
+	st := sp.Status()
+	t.Logf("after the sync on the stopped capture: %+v", st)
+	// The process goes down; reopening reconciles with the (intact) WAL.
+	c.Close()
+	sp.Close()
+	open()
+	defer func() { c.Close(); sp.Close() }()
+	st = sp.Status()
+	t.Logf("after reopen: %+v", st)
+	for rec, err := range sp.Records(st.FirstTxid, st.LastTxid) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pages []string
+		for p, err := range rec.Pages() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages = append(pages, fmt.Sprintf("%d=v%d", p.Pgno, p.Data[2]))
+		}
+		t.Logf("txid %d (confirmed: %v, WAL frame %d): %s / %d pages", rec.Txid, rec.Txid <= st.ConfirmedTxid, rec.WAL.Frame, strings.Join(pages, ","), rec.DBPages)
+		if rec.Txid == 1 && rec.Txid <= st.ConfirmedTxid {
+			var v1, v2 byte
+			for p, _ := range rec.Pages() {
+				if p.Pgno == 1 {
+					v1 = p.Data[2]
+				}
+				if p.Pgno == 2 {
+					v2 = p.Data[2]
+				}
+			}
+			if v1 != v2 {
+				t.Fatalf("confirmed txid 1 holds page 1 at v%d and page 2 at v%d: a state SQLite never had", v1, v2)
+			}
+		}
+	}
+}
