@@ -24,7 +24,7 @@
 // request (PublishNow), reports lag (Status), lets commits wait for a
 // publish (WaitPublished) or for the lag to shrink (WaitLag), and stops
 // for good when another writer fences it. Restore materialises a file at a
-// boundary with parallel, coalesced, verified ranged reads.
+// boundary, streaming each object it uses once and verifying every frame.
 //
 // Files:
 //
@@ -32,7 +32,8 @@
 //	execute.go    the executor: stage, verify, upload one action
 //	job.go        the orchestrator: the job state machine, resume/abandon rules
 //	publisher.go  Publisher: cycles, triggers, lag, waiting, takeover, Close
-//	restore.go    Restore (prealloc_*.go: sizing the output file)
+//	restore.go    Restore (restore_plan.go: GETs per object; restore_fetch.go:
+//	              verify and write; restore_write_*.go: pwritev; prealloc_*.go)
 //	hooks.go      fault-injection points (tests)
 //	errors.go     sentinel errors
 //

@@ -62,6 +62,10 @@ type sqlNode struct {
 	vfsName string
 	spoolFS wal.FS
 	sync    string // synchronous pragma (default full)
+	// catVFS: the SQLite VFS of the catalog ("": the default). The power
+	// loss test passes its crash-tracking VFS, so that the catalog's lazy
+	// commits (manifest's txLazy) are lost with the rest.
+	catVFS string
 }
 
 func newSQLNode(t testing.TB, store remote.Store, dir string, chunkPages uint32, adopt bool, pubCfg func(*Config)) *sqlNode {
@@ -98,7 +102,7 @@ func (n *sqlNode) open(adopt bool) {
 	}
 	n.vfs.Attach(n.path, n.capture)
 	if n.cat, err = manifest.Open(filepath.Join(n.dir, "catalog.db"), manifest.Options{Layout: testLayout, PageSize: 4096,
-		ChunkPages: n.chunkPages}); err != nil {
+		ChunkPages: n.chunkPages, VFS: n.catVFS}); err != nil {
 		t.Fatal(err)
 	}
 	if n.w, err = manifest.NewWriter(n.store, testLayout, n.cat, manifest.NewWriterID("e2e"), manifest.WriterOptions{}); err != nil {

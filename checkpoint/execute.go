@@ -207,9 +207,10 @@ func stage(ctx context.Context, path string, pl *Plan, a *Action, src pageSource
 	if err := bw.Flush(); err != nil {
 		return nil, fmt.Errorf("checkpoint: job %s action %d: write staging file: %w", pl.Job, a.Index, err)
 	}
-	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("checkpoint: job %s action %d: fsync staging file: %w", pl.Job, a.Index, err)
-	}
+	// No fsync: a staging file never outlives this run's use of it. It is
+	// verified and uploaded from here (reads see the written bytes), and
+	// after a crash every staging file is stale and swept at the start of
+	// the next cycle (Publisher.sweep): a resumed job stages again.
 	st.sum, st.fileHash = sum, fh.Sum64()
 	if err := verifyStaged(st); err != nil {
 		return nil, fmt.Errorf("checkpoint: job %s action %d: staged object failed verification: %w", pl.Job, a.Index, err)

@@ -6,7 +6,7 @@ type Point string
 
 // Hook points, in the order a job passes them.
 const (
-	AtPlanned      Point = "planned"       // job row created (state planned)
+	AtPlanned      Point = "planned"       // job row created (state planned, started; lease and ids in the same commit)
 	AtLeased       Point = "leased"        // catalog and spool leases held
 	AtStaged       Point = "staged"        // action staged and verified (Event.Path is the file)
 	AtUploaded     Point = "uploaded"      // action uploaded, progress saved
@@ -14,9 +14,9 @@ const (
 	AtPublishing   Point = "publishing"    // just before the log record is created
 	AtRecordLanded Point = "record-landed" // record created and applied, job row not yet published
 	AtPublished    Point = "published"     // state published saved
-	AtReleased     Point = "released"      // leases released
+	AtReleased     Point = "released"      // spool lease released (the catalog lease ends with the job row, at completed)
 	AtTruncated    Point = "truncated"     // spool truncated
-	AtCompleted    Point = "completed"     // state completed saved, quota returned
+	AtCompleted    Point = "completed"     // state completed saved, catalog lease released, quota returned
 )
 
 // Points lists every hook point in order.

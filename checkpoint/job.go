@@ -170,12 +170,28 @@ func (r *jobRun) closeSource() {
 	}
 }
 
+// save records the job's state and progress lazily (no fsync:
+// manifest.Catalog.SaveProgressLazy). A process crash keeps it; a power
+// loss may lose it, and the job then resumes from an earlier saved state,
+// which is always safe:
+//   - staged (before an upload) and uploaded (after one): the lost
+//     progress lists fewer uploaded actions; they are staged again from
+//     the spool with the same ids and bytes, so the same keys, and
+//     uploaded again (the first upload is simply repeated, as after a
+//     crash between an upload and its save).
+//   - published: the record was applied to the catalog by a durable
+//     commit before this save, so recovery finds it there (findRecord)
+//     and marks the job published again.
+//
+// The job's creation (StartNewJob) and the record's application are the
+// durable commits; every lazy save after one of them is made durable by
+// the next.
 func (r *jobRun) save(state manifest.JobState, phase string) error {
 	b, err := json.Marshal(r.prog)
 	if err != nil {
 		return err
 	}
-	if err := r.p.cfg.Catalog.SaveProgress(r.id, state, phase, b); err != nil {
+	if err := r.p.cfg.Catalog.SaveProgressLazy(r.id, state, phase, b); err != nil {
 		return fmt.Errorf("checkpoint: job %s: save progress (%s): %w", r.id, state, err)
 	}
 	r.state = state
@@ -187,38 +203,27 @@ func (r *jobRun) hook(pt Point, action int, path string) error {
 	return r.p.hook(Event{Point: pt, Job: r.id, Action: action, Path: path})
 }
 
-// createJob stores a new job for plan pl and starts it. The catalog lease
-// over the plan's range is registered first, so that a conflict (another
-// holder's lease) fails loudly without leaving a job behind; ids are then
-// allocated, durably, before anything is uploaded. (A crash between the
-// lease and the job row leaves a lease whose holder is no job: the next
-// cycle's sweep releases it.)
+// createJob stores a new job for plan pl and starts it, in one durable
+// catalog transaction (manifest.Catalog.StartNewJob): the catalog lease
+// over the plan's range (a conflict, another holder's lease, fails
+// loudly and leaves nothing behind), the object ids (reserved durably
+// before anything is uploaded, so an id is never reused for other
+// content), and the job row with its plan, started. A crash leaves all of
+// it or none of it.
 func (p *Publisher) createJob(pl *Plan) (*jobRun, error) {
 	cat := p.cfg.Catalog
 	id := newJobID(pl)
-	if _, err := cat.RegisterLease(manifest.Lease{Holder: id, Kind: LeaseKind, MinTxid: pl.From, MaxTxid: pl.To}); err != nil {
-		return nil, fmt.Errorf("checkpoint: register the lease on txids %d..%d: %w", pl.From, pl.To, err)
-	}
-	var first uint64
-	if len(pl.Actions) > 0 {
-		var err error
-		if first, err = cat.AllocateObjectIDs(len(pl.Actions)); err != nil {
-			return nil, fmt.Errorf("checkpoint: allocate object ids: %w", err)
-		}
-	}
-	pl.AssignIDs(id, first)
-	if err := pl.check(); err != nil {
-		return nil, fmt.Errorf("checkpoint: the planner made a bad plan: %w", err)
-	}
-	b, err := pl.Encode()
+	_, err := cat.StartNewJob(manifest.NewJob{ID: id, Kind: JobKind, ObjectIDs: len(pl.Actions),
+		Lease: &manifest.Lease{Kind: LeaseKind, MinTxid: pl.From, MaxTxid: pl.To},
+		Plan: func(first uint64) ([]byte, error) {
+			pl.AssignIDs(id, first)
+			if err := pl.check(); err != nil {
+				return nil, fmt.Errorf("checkpoint: the planner made a bad plan: %w", err)
+			}
+			return pl.Encode()
+		}})
 	if err != nil {
-		return nil, err
-	}
-	if err := cat.CreateJob(pl.Job, JobKind, b); err != nil {
-		return nil, fmt.Errorf("checkpoint: create job %s: %w", pl.Job, err)
-	}
-	if err := cat.StartJob(pl.Job); err != nil {
-		return nil, fmt.Errorf("checkpoint: start job %s: %w", pl.Job, err)
+		return nil, fmt.Errorf("checkpoint: create job %s (txids %d..%d): %w", id, pl.From, pl.To, err)
 	}
 	r := &jobRun{p: p, id: pl.Job, pl: pl, state: manifest.JobPlanned}
 	p.setJob(r.id, r.state)
@@ -475,11 +480,12 @@ func (r *jobRun) markPublished(seq uint64) error {
 // truncate the spool up to the published txid, remove its staging files,
 // return its quota, and mark it completed. Every step is idempotent, so a
 // job that crashed half-way through finish resumes here.
+//
+// The catalog lease and the job row are ended last, in one lazy commit
+// (manifest.Catalog.FinishJobLazy): its loss leaves a job whose record is
+// in the catalog, which recovery finishes again.
 func (r *jobRun) finish() error {
 	p := r.p
-	if err := p.releaseLeases(r.id); err != nil {
-		return err
-	}
 	if r.spoolRelease != nil {
 		r.spoolRelease()
 		r.spoolRelease = nil
@@ -501,7 +507,7 @@ func (r *jobRun) finish() error {
 		r.qjob.Close()
 		r.qjob = nil
 	}
-	if err := p.cfg.Catalog.FinishJob(r.id, manifest.JobCompleted, ""); err != nil {
+	if err := p.cfg.Catalog.FinishJobLazy(r.id, manifest.JobCompleted, ""); err != nil {
 		return fmt.Errorf("checkpoint: job %s: finish: %w", r.id, err)
 	}
 	r.state = manifest.JobCompleted
@@ -513,9 +519,6 @@ func (r *jobRun) finish() error {
 // its staging files removed, its quota returned, and the job row says
 // why. Objects it uploaded stay in the store, referenced by no record.
 func (p *Publisher) abandon(id string, reason error) error {
-	if err := p.releaseLeases(id); err != nil {
-		return err
-	}
 	removeStaging(p.cfg.StagingDir, id)
 	if q, ok := p.quotaTenant().Job(id); ok {
 		q.Close()
@@ -529,22 +532,6 @@ func (p *Publisher) abandon(id string, reason error) error {
 	}
 	p.logf("checkpoint: job %s abandoned: %s", id, msg)
 	p.setJob("", "")
-	return nil
-}
-
-// releaseLeases drops every catalog lease held by holder.
-func (p *Publisher) releaseLeases(holder string) error {
-	ls, err := p.cfg.Catalog.Leases(LeaseKind)
-	if err != nil {
-		return fmt.Errorf("checkpoint: read leases: %w", err)
-	}
-	for _, l := range ls {
-		if l.Holder == holder {
-			if err := p.cfg.Catalog.ReleaseLease(l.ID); err != nil {
-				return fmt.Errorf("checkpoint: release lease %d of %s: %w", l.ID, holder, err)
-			}
-		}
-	}
 	return nil
 }
 
@@ -777,9 +764,6 @@ func (p *Publisher) endRun(r *jobRun, err error) error {
 // abandoned. Only its plan-specific cleanup is lost: the cycle truncates
 // the spool up to the catalog's tip anyway.
 func (p *Publisher) completeUnreadable(id string, reason error) error {
-	if err := p.releaseLeases(id); err != nil {
-		return err
-	}
 	removeStaging(p.cfg.StagingDir, id)
 	if q, ok := p.quotaTenant().Job(id); ok {
 		q.Close()

@@ -34,9 +34,11 @@ var powerVFSSeq atomic.Int64
 // Power loss: SQLite's files and the spool go through a file layer that
 // drops unsynced writes (all, none, or a random subset of 4 KiB pieces) at
 // a simulated power loss, which strikes between transactions or inside a
-// publish at a random job phase. The catalog is SQLite with
-// synchronous=FULL on the real file system: its commits are durable when
-// they return, as they are on a machine that loses power. After each
+// publish at a random job phase. The catalog goes through the same file
+// layer: its durable commits (synchronous=FULL) survive, its lazy ones
+// (job progress, a job's end, the creation; manifest's txLazy) may be
+// lost, and the jobs they describe must still be resumed or finished
+// correctly. After each
 // power loss: reopen (reconciliation), publish, and check that the
 // restore equals the live database, every job finished, no referenced
 // object is missing, and every row of a transaction that was published
@@ -95,7 +97,7 @@ func powerLoss(t *testing.T, mode crashfs.Mode, syncMode string, seed uint64, ro
 			c.Hook = hook
 			c.Policy.MaxObjectPages = 8
 		}, func(n *sqlNode) {
-			n.vfs, n.vfsName, n.sync = v, name, syncMode
+			n.vfs, n.vfsName, n.sync, n.catVFS = v, name, syncMode, name
 			n.spoolFS = crashFS{crashfs.FS{T: tr}}
 		})
 	}

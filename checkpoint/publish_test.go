@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bopstore/bop/delta"
 	"github.com/bopstore/bop/manifest"
@@ -331,6 +332,37 @@ func TestRequestsPerPublish(t *testing.T) {
 	publishNow(t, p)
 	if st := fs.Stats(); st.Total().Requests != 0 {
 		t.Fatalf("idle publish made %d requests", st.Total().Requests)
+	}
+}
+
+// Close publishes what is left and releases with 4 PUTs (object, publish
+// record, release record, head): the final publish leaves head to the
+// release (Writer.HoldHead). Head then names the release record, marked
+// released, so the next writer need not wait for the lease.
+func TestCloseWritesHeadOnce(t *testing.T) {
+	fs := fault.New(fsStore(t), fault.Config{})
+	s := newSynth(t, fs, synthOpts{chunkPages: 4, seed: 12})
+	p := s.publisher(nil)
+	s.commit(10, []uint32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, false)
+	publishNow(t, p) // takeover, probe, first publish
+	s.randomTxn(30)
+	fs.Reset()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	must(t, p.Close(ctx))
+	s.pub = nil
+	if st := fs.Stats(); st.Put.Requests != 4 || st.List.Requests != 0 || st.Delete.Requests != 0 {
+		t.Fatalf("close: %d PUTs (want object, record, release record, head), %d LISTs, %d DELETEs",
+			st.Put.Requests, st.List.Requests, st.Delete.Requests)
+	}
+	tip := s.cat.Tip()
+	head, _, err := manifest.GetHead(ctx, fs, testLayout)
+	must(t, err)
+	if head.Seq != tip.Seq || head.Txid != tip.Txid || !head.Released {
+		t.Fatalf("head after close: seq %d txid %d released %v; catalog tip seq %d txid %d", head.Seq, head.Txid, head.Released, tip.Seq, tip.Txid)
+	}
+	if rows, err := s.cat.Publishes(tip.Seq-1, 2); err != nil || len(rows) != 2 || rows[0].Kind != manifest.KindPublish || rows[1].Kind != manifest.KindRelease {
+		t.Fatalf("the last two records: %+v, %v; want a publish, then the release", rows, err)
 	}
 }
 

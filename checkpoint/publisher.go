@@ -943,6 +943,11 @@ func (p *Publisher) Close(ctx context.Context) error {
 	usable := p.usableLocked() == nil
 	p.mu.Unlock()
 	if usable {
+		// The release record right after the final publish advances head
+		// past both: the publish leaves it (Writer.HoldHead). If the
+		// cycle or the release fails, head lags, which is normal.
+		p.cfg.Writer.HoldHead(true)
+		defer p.cfg.Writer.HoldHead(false)
 		if _, err := p.runCycle(ctx, true); err != nil {
 			errs = append(errs, err)
 		} else if p.cfg.Writer.Epoch() != 0 {

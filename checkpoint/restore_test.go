@@ -36,9 +36,9 @@ func deltaHeavy(t *testing.T, store remote.Store) (*synth, []uint64) {
 	return s, boundaries
 }
 
-// Restore with tiny buffers: many bands (a delta budget of 3 pages),
-// reads of 2 frames, chunks of 2 pages, slabs reused across bands; every
-// boundary still restores byte for byte, with fewer GETs than pages.
+// Restore with tiny buffers: reads of one frame (MaxRead of 2 pages),
+// one write per page, objects cut into pieces; every boundary still
+// restores byte for byte, with fewer GETs than pages.
 func TestRestoreSmallBuffers(t *testing.T) {
 	s, boundaries := deltaHeavy(t, fsStore(t))
 	for _, b := range boundaries {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,9 @@ type Options struct {
 	Directories DirectorySource
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// VFS is the SQLite VFS the catalog file is opened with; "" is
+	// SQLite's default. Tests pass a VFS that simulates power loss.
+	VFS string
 }
 
 // Catalog is one database's catalog: a SQLite file (ncruces/go-sqlite3,
@@ -54,6 +59,9 @@ type Catalog struct {
 	now    func() time.Time
 	snap   atomic.Pointer[Snapshot]
 	closed bool
+	// broken: the connection's synchronous setting could not be restored
+	// after a lazy commit (txLazy); every transaction fails with it.
+	broken error
 
 	// applyHook, when set (tests), is called inside Apply's transaction
 	// with "check" (a dry run) or "apply": the crash test kills the
@@ -88,7 +96,12 @@ type meta struct {
 func Open(path string, opts Options) (*Catalog, error) {
 	_, statErr := os.Stat(path)
 	creating := errors.Is(statErr, os.ErrNotExist)
-	conn, err := sqlite3.Open(path)
+	name := path
+	if opts.VFS != "" {
+		// A URI names the VFS; '?', '#' and '%' in the path are escaped.
+		name = "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path) + "?vfs=" + url.QueryEscape(opts.VFS)
+	}
+	conn, err := sqlite3.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("manifest: open catalog %s: %w", path, err)
 	}
@@ -106,13 +119,19 @@ func Open(path string, opts Options) (*Catalog, error) {
 func (c *Catalog) init(creating bool, opts Options) error {
 	// locking_mode=EXCLUSIVE: the first transaction takes the file lock
 	// and keeps it until Close, so two processes never share a catalog.
-	// WAL + synchronous=FULL: every commit is durable and atomic.
-	for _, p := range []string{
-		"PRAGMA busy_timeout = 0",
-		"PRAGMA locking_mode = EXCLUSIVE",
-		"PRAGMA journal_mode = WAL",
-		"PRAGMA synchronous = FULL",
-	} {
+	// WAL + synchronous=FULL: every commit is durable and atomic (but
+	// see txLazy). A new file is switched to WAL under synchronous=NORMAL:
+	// that switch is a rollback-journal transaction writing page 1, which
+	// NORMAL still makes durable (journal, then file, each fsynced once;
+	// FULL adds a second journal fsync and one of the folder). Page 1 must
+	// be durable before any WAL commit is: SQLite discards the WAL of an
+	// empty file.
+	pragmas := []string{"PRAGMA busy_timeout = 0", "PRAGMA locking_mode = EXCLUSIVE"}
+	if creating {
+		pragmas = append(pragmas, "PRAGMA synchronous = NORMAL")
+	}
+	pragmas = append(pragmas, "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL")
+	for _, p := range pragmas {
 		if err := c.conn.Exec(p); err != nil {
 			return c.openErr(err)
 		}
@@ -138,13 +157,37 @@ func (c *Catalog) init(creating bool, opts Options) error {
 		}
 	}
 	if version < SchemaVersion {
-		err := c.tx(func() error {
+		// A new catalog (version 0) gets its schema and its meta row in
+		// one transaction, committed lazily (txLazy: no fsync). Nothing
+		// is lost if a crash drops it: every prefix of the creation
+		// opens as a catalog to create again (an empty file: version 0
+		// and no schema objects; or nothing of it at all), and a catalog
+		// holds nothing worth an fsync until its first record is applied,
+		// whose durable commit fsyncs the WAL and the creation with it.
+		// (The VFS even discards a catalog that never applied a record.)
+		// A migration of an existing catalog is durable.
+		var insertMeta func() error
+		tx := c.tx
+		if version == 0 {
+			ins, err := c.metaInsert(opts)
+			if err != nil {
+				return err
+			}
+			insertMeta, tx = ins, c.txLazy
+		}
+		err := tx(func() error {
 			for v := version; v < SchemaVersion; v++ {
 				if err := c.conn.Exec(migrations[v]); err != nil {
 					return fmt.Errorf("manifest: migrate catalog %s from schema %d to %d: %w", c.path, v, v+1, err)
 				}
 			}
-			return c.conn.Exec(fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion))
+			if err := c.conn.Exec(fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion)); err != nil {
+				return err
+			}
+			if insertMeta != nil {
+				return insertMeta()
+			}
+			return nil
 		})
 		if err != nil {
 			return c.openErr(err)
@@ -178,12 +221,14 @@ func (c *Catalog) openErr(err error) error {
 	return fmt.Errorf("manifest: open catalog %s: %w", c.path, err)
 }
 
-func (c *Catalog) createMeta(opts Options) error {
+// metaInsert checks the options of a new catalog and returns the insert
+// of its meta row, to run inside a transaction.
+func (c *Catalog) metaInsert(opts Options) (func() error, error) {
 	if opts.Layout.DB == "" {
-		return fmt.Errorf("manifest: create catalog %s: Options.Layout is required", c.path)
+		return nil, fmt.Errorf("manifest: create catalog %s: Options.Layout is required", c.path)
 	}
 	if _, err := remote.NewLayout(opts.Layout.Tenant, opts.Layout.DB); err != nil {
-		return fmt.Errorf("manifest: create catalog %s: %w", c.path, err)
+		return nil, fmt.Errorf("manifest: create catalog %s: %w", c.path, err)
 	}
 	ps, cp := opts.PageSize, opts.ChunkPages
 	if ps == 0 {
@@ -193,13 +238,22 @@ func (c *Catalog) createMeta(opts Options) error {
 		cp = DefaultChunkPages
 	}
 	if err := checkPageSize(ps); err != nil {
-		return fmt.Errorf("manifest: create catalog %s: %w", c.path, err)
+		return nil, fmt.Errorf("manifest: create catalog %s: %w", c.path, err)
 	}
-	err := c.tx(func() error {
+	return func() error {
 		return c.exec(`INSERT INTO meta (id, format, tenant, db, page_size, chunk_pages, created_ms)
 			VALUES (1, ?, ?, ?, ?, ?, ?)`, CatalogFormat, opts.Layout.Tenant, opts.Layout.DB, ps, cp, c.now().UnixMilli())
-	})
+	}, nil
+}
+
+// createMeta inserts the meta row of a catalog that has the schema but
+// none (durably).
+func (c *Catalog) createMeta(opts Options) error {
+	ins, err := c.metaInsert(opts)
 	if err != nil {
+		return err
+	}
+	if err := c.tx(ins); err != nil {
 		return c.openErr(err)
 	}
 	found, err := c.loadMeta()
@@ -364,21 +418,44 @@ func (c *Catalog) AllocateObjectIDs(n int) (uint64, error) {
 	defer c.mu.Unlock()
 	var first uint64
 	err := c.tx(func() error {
-		var maxID uint64
-		if _, err := c.queryOne("SELECT coalesce(max(id), 0) FROM objects", nil, func(s *sqlite3.Stmt) error {
-			maxID = colU64(s, 0)
-			return nil
-		}); err != nil {
-			return err
-		}
-		first = max(c.meta.nextObjectID, maxID+1)
-		return c.exec("UPDATE meta SET next_object_id = ? WHERE id = 1", first+uint64(n))
+		var err error
+		first, err = c.allocateObjectIDsLocked(n)
+		return err
 	})
 	if err != nil {
+		c.reloadNextObjectID()
+		return 0, err
+	}
+	return first, nil
+}
+
+// allocateObjectIDsLocked reserves n ids inside the caller's transaction.
+// c.meta.nextObjectID moves at once; a caller whose transaction fails
+// calls reloadNextObjectID.
+func (c *Catalog) allocateObjectIDsLocked(n int) (uint64, error) {
+	var maxID uint64
+	if _, err := c.queryOne("SELECT coalesce(max(id), 0) FROM objects", nil, func(s *sqlite3.Stmt) error {
+		maxID = colU64(s, 0)
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	first := max(c.meta.nextObjectID, maxID+1)
+	if err := c.exec("UPDATE meta SET next_object_id = ? WHERE id = 1", first+uint64(n)); err != nil {
 		return 0, err
 	}
 	c.meta.nextObjectID = first + uint64(n)
 	return first, nil
+}
+
+// reloadNextObjectID re-reads next_object_id after a rolled-back
+// reservation (a failed read leaves the in-memory value, which is only
+// ever too high: ids are skipped, never reused).
+func (c *Catalog) reloadNextObjectID() {
+	c.queryOne("SELECT next_object_id FROM meta WHERE id = 1", nil, func(s *sqlite3.Stmt) error {
+		c.meta.nextObjectID = colU64(s, 0)
+		return nil
+	})
 }
 
 // DirectorySource fetches an object's directory (delta.EncodeDirectory

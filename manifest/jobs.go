@@ -91,19 +91,94 @@ func (c *Catalog) CreateJob(id, kind string, plan []byte) error {
 		return err
 	}
 	defer c.mu.Unlock()
+	return c.tx(func() error { return c.createJobLocked(id, kind, plan, false) })
+}
+
+func (c *Catalog) createJobLocked(id, kind string, plan []byte, started bool) error {
+	if exists, err := c.queryOne("SELECT 1 FROM jobs WHERE id = ?", []any{id}, func(*sqlite3.Stmt) error { return nil }); err != nil {
+		return err
+	} else if exists {
+		return fmt.Errorf("manifest: job %s already exists", id)
+	}
 	now := c.now().UnixMilli()
-	return c.tx(func() error {
-		if exists, err := c.queryOne("SELECT 1 FROM jobs WHERE id = ?", []any{id}, func(*sqlite3.Stmt) error { return nil }); err != nil {
-			return err
-		} else if exists {
-			return fmt.Errorf("manifest: job %s already exists", id)
+	var startedAt any
+	if started {
+		startedAt = now
+	}
+	if err := c.exec(`INSERT INTO jobs (id, kind, state, plan, created_at, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		id, kind, string(JobPlanned), plan, now, startedAt, now); err != nil {
+		return err
+	}
+	if err := c.logChange("job create", id+" "+kind); err != nil {
+		return err
+	}
+	if started {
+		return c.logChange("job start", id)
+	}
+	return nil
+}
+
+// NewJob is a job StartNewJob records.
+type NewJob struct {
+	ID, Kind string
+	// Lease, if set, is registered first (Holder is set to ID): an
+	// overlapping lease of another holder fails with ErrLeaseConflict and
+	// nothing is recorded.
+	Lease *Lease
+	// ObjectIDs fresh object ids are reserved (as AllocateObjectIDs).
+	ObjectIDs int
+	// Plan returns the job's plan given the first reserved id (0 when
+	// ObjectIDs is 0). An error records nothing.
+	Plan func(firstID uint64) ([]byte, error)
+}
+
+// StartNewJob registers the job's lease, reserves its object ids,
+// records it (state planned, with its plan) and starts it, in one durable
+// transaction: all of it or none of it survives a crash, and it is
+// durable when StartNewJob returns, before anything of the job is
+// uploaded (ids are never reused for other content). It returns the first
+// reserved id.
+func (c *Catalog) StartNewJob(j NewJob) (uint64, error) {
+	if j.ID == "" || j.Kind == "" || j.Plan == nil || j.ObjectIDs < 0 {
+		return 0, fmt.Errorf("manifest: new job needs an id, a kind and a plan")
+	}
+	if j.Lease != nil {
+		l := *j.Lease
+		l.Holder = j.ID
+		if l.Kind == "" || l.MinTxid > l.MaxTxid {
+			return 0, fmt.Errorf("manifest: job %s: bad lease %+v", j.ID, l)
 		}
-		if err := c.exec(`INSERT INTO jobs (id, kind, state, plan, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			id, kind, string(JobPlanned), plan, now, now); err != nil {
+		j.Lease = &l
+	}
+	if err := c.lock(); err != nil {
+		return 0, err
+	}
+	defer c.mu.Unlock()
+	var first uint64
+	err := c.tx(func() error {
+		if j.Lease != nil {
+			if _, err := c.registerLeaseLocked(*j.Lease); err != nil {
+				return err
+			}
+		}
+		if j.ObjectIDs > 0 {
+			var err error
+			if first, err = c.allocateObjectIDsLocked(j.ObjectIDs); err != nil {
+				return err
+			}
+		}
+		plan, err := j.Plan(first)
+		if err != nil {
 			return err
 		}
-		return c.logChange("job create", id+" "+kind)
+		return c.createJobLocked(j.ID, j.Kind, plan, true)
 	})
+	if err != nil {
+		// The reservation rolled back with the transaction.
+		c.reloadNextObjectID()
+		return 0, err
+	}
+	return first, nil
 }
 
 // StartJob marks the job started. started_at is set only the first time:
@@ -125,11 +200,23 @@ func (c *Catalog) StartJob(id string) error {
 	})
 }
 
-// SaveProgress records a job's state, phase and progress. It never
-// touches created_at or started_at. The state must be an allowed move
-// from the job's current one (see jobMoves) and not final (FinishJob
+// SaveProgress records a job's state, phase and progress, durably. It
+// never touches created_at or started_at. The state must be an allowed
+// move from the job's current one (see jobMoves) and not final (FinishJob
 // ends jobs): else ErrJobTransition and nothing changes.
 func (c *Catalog) SaveProgress(id string, state JobState, phase string, progress []byte) error {
+	return c.saveProgress(id, state, phase, progress, false)
+}
+
+// SaveProgressLazy is SaveProgress committed without an fsync (see
+// txLazy): a process crash keeps it, a power loss may lose it (and later
+// lazy commits), leaving the job in an earlier saved state. Only for
+// progress whose loss makes the job repeat work it can repeat.
+func (c *Catalog) SaveProgressLazy(id string, state JobState, phase string, progress []byte) error {
+	return c.saveProgress(id, state, phase, progress, true)
+}
+
+func (c *Catalog) saveProgress(id string, state JobState, phase string, progress []byte, lazy bool) error {
 	if !state.Valid() {
 		return fmt.Errorf("%w: job %s: unknown state %q", ErrJobTransition, id, state)
 	}
@@ -140,7 +227,11 @@ func (c *Catalog) SaveProgress(id string, state JobState, phase string, progress
 		return err
 	}
 	defer c.mu.Unlock()
-	return c.tx(func() error {
+	tx := c.tx
+	if lazy {
+		tx = c.txLazy
+	}
+	return tx(func() error {
 		cur, err := c.jobStateLocked(id)
 		if err != nil {
 			return err
@@ -156,11 +247,25 @@ func (c *Catalog) SaveProgress(id string, state JobState, phase string, progress
 	})
 }
 
-// FinishJob ends a job: completed (only from published), or abandoned
-// with the error that ended it (only before published: a published job's
-// record is committed in the log). A forbidden move is ErrJobTransition
-// and changes nothing.
+// FinishJob ends a job, durably: completed (only from published), or
+// abandoned with the error that ended it (only before published: a
+// published job's record is committed in the log). The leases the job
+// holds (holder = its id) are released in the same transaction: a
+// finished job holds none. A forbidden move is ErrJobTransition and
+// changes nothing.
 func (c *Catalog) FinishJob(id string, state JobState, lastErr string) error {
+	return c.finishJob(id, state, lastErr, false)
+}
+
+// FinishJobLazy is FinishJob committed without an fsync (see txLazy): a
+// power loss may lose it, leaving the job unfinished in its earlier saved
+// state, with its leases. Only for a job whose finish is idempotent, e.g.
+// a published one (the restart finishes it again).
+func (c *Catalog) FinishJobLazy(id string, state JobState, lastErr string) error {
+	return c.finishJob(id, state, lastErr, true)
+}
+
+func (c *Catalog) finishJob(id string, state JobState, lastErr string, lazy bool) error {
 	if !state.Finished() {
 		return fmt.Errorf("%w: job %s: %q is not a final state", ErrJobTransition, id, state)
 	}
@@ -168,7 +273,11 @@ func (c *Catalog) FinishJob(id string, state JobState, lastErr string) error {
 		return err
 	}
 	defer c.mu.Unlock()
-	return c.tx(func() error {
+	tx := c.tx
+	if lazy {
+		tx = c.txLazy
+	}
+	return tx(func() error {
 		cur, err := c.jobStateLocked(id)
 		if err != nil {
 			return err
@@ -179,6 +288,14 @@ func (c *Catalog) FinishJob(id string, state JobState, lastErr string) error {
 		if err := c.exec("UPDATE jobs SET state = ?, last_error = ?, updated_at = ? WHERE id = ?",
 			string(state), lastErr, c.now().UnixMilli(), id); err != nil {
 			return err
+		}
+		if err := c.exec("DELETE FROM leases WHERE holder = ?", id); err != nil {
+			return err
+		}
+		if n := c.conn.Changes(); n > 0 {
+			if err := c.logChange("lease release", fmt.Sprintf("%d of %s", n, id)); err != nil {
+				return err
+			}
 		}
 		return c.logChange("job finish", fmt.Sprintf("%s %s %s", id, state, lastErr))
 	})

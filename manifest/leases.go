@@ -30,35 +30,41 @@ func (c *Catalog) RegisterLease(l Lease) (int64, error) {
 		return 0, err
 	}
 	defer c.mu.Unlock()
-	now := c.now().UnixMilli()
 	var id int64
 	err := c.tx(func() error {
-		var holder string
-		var lo, hi uint64
-		found, err := c.queryOne(`SELECT holder, min_txid, max_txid FROM leases WHERE kind = ? AND holder != ?
-			AND min_txid <= ? AND max_txid >= ? AND (expires = 0 OR expires > ?) LIMIT 1`,
-			[]any{l.Kind, l.Holder, l.MaxTxid, l.MinTxid, now}, func(s *sqlite3.Stmt) error {
-				holder, lo, hi = s.ColumnText(0), colU64(s, 1), colU64(s, 2)
-				return nil
-			})
-		if err != nil {
-			return err
-		}
-		if found {
-			return fmt.Errorf("%w: %s lease on txids %d..%d overlaps %d..%d held by %s", ErrLeaseConflict, l.Kind, l.MinTxid, l.MaxTxid, lo, hi, holder)
-		}
-		var exp int64
-		if !l.Expires.IsZero() {
-			exp = l.Expires.UnixMilli()
-		}
-		if err := c.exec("INSERT INTO leases (holder, kind, min_txid, max_txid, expires) VALUES (?, ?, ?, ?, ?)",
-			l.Holder, l.Kind, l.MinTxid, l.MaxTxid, exp); err != nil {
-			return err
-		}
-		id = c.conn.LastInsertRowID()
-		return c.logChange("lease register", fmt.Sprintf("%d %s %s %d..%d", id, l.Holder, l.Kind, l.MinTxid, l.MaxTxid))
+		var err error
+		id, err = c.registerLeaseLocked(l)
+		return err
 	})
 	return id, err
+}
+
+func (c *Catalog) registerLeaseLocked(l Lease) (int64, error) {
+	now := c.now().UnixMilli()
+	var holder string
+	var lo, hi uint64
+	found, err := c.queryOne(`SELECT holder, min_txid, max_txid FROM leases WHERE kind = ? AND holder != ?
+		AND min_txid <= ? AND max_txid >= ? AND (expires = 0 OR expires > ?) LIMIT 1`,
+		[]any{l.Kind, l.Holder, l.MaxTxid, l.MinTxid, now}, func(s *sqlite3.Stmt) error {
+			holder, lo, hi = s.ColumnText(0), colU64(s, 1), colU64(s, 2)
+			return nil
+		})
+	if err != nil {
+		return 0, err
+	}
+	if found {
+		return 0, fmt.Errorf("%w: %s lease on txids %d..%d overlaps %d..%d held by %s", ErrLeaseConflict, l.Kind, l.MinTxid, l.MaxTxid, lo, hi, holder)
+	}
+	var exp int64
+	if !l.Expires.IsZero() {
+		exp = l.Expires.UnixMilli()
+	}
+	if err := c.exec("INSERT INTO leases (holder, kind, min_txid, max_txid, expires) VALUES (?, ?, ?, ?, ?)",
+		l.Holder, l.Kind, l.MinTxid, l.MaxTxid, exp); err != nil {
+		return 0, err
+	}
+	id := c.conn.LastInsertRowID()
+	return id, c.logChange("lease register", fmt.Sprintf("%d %s %s %d..%d", id, l.Holder, l.Kind, l.MinTxid, l.MaxTxid))
 }
 
 // ReleaseLease drops a lease (a missing one is not an error).

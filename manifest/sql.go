@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
@@ -122,6 +123,9 @@ func (c *Catalog) queryOne(q string, args []any, row func(s *sqlite3.Stmt) error
 // tx runs fn in one write transaction: every catalog change is atomic
 // (SQLite's WAL with synchronous=FULL keeps it across a crash).
 func (c *Catalog) tx(fn func() error) (err error) {
+	if c.broken != nil {
+		return c.broken
+	}
 	if err := c.conn.Exec("BEGIN IMMEDIATE"); err != nil {
 		return fmt.Errorf("manifest: begin: %w", err)
 	}
@@ -138,6 +142,50 @@ func (c *Catalog) tx(fn func() error) (err error) {
 		}
 	}()
 	return fn()
+}
+
+// txLazy runs fn in one write transaction that is atomic but not durable
+// when it returns: it commits with synchronous=NORMAL, so the WAL is not
+// fsynced at its commit. A process crash keeps it (it is in the WAL, in
+// the OS's cache); a power loss may lose it, together with the lazy
+// commits after it, never a commit before it: the catalog's WAL holds
+// commits in order, SQLite's recovery replays a prefix of them (frames
+// carry cumulative checksums), and the next durable commit (tx) fsyncs the
+// WAL, making every lazy commit before it durable too. Checkpoints keep
+// syncing under NORMAL (the WAL before the backfill, the file after),
+// which is why NORMAL and not OFF: a checkpoint run by a lazy commit never
+// lets the WAL restart over frames whose pages are not durable in the
+// file. SQLite documents WAL with synchronous=NORMAL as always
+// consistent, losing only durability.
+//
+// Use it only for a change whose loss leaves a state the restart handles
+// as well: a job's progress (it resumes from an earlier phase and repeats
+// idempotent work), or a job's end after its record is applied (it is
+// finished again).
+func (c *Catalog) txLazy(fn func() error) error {
+	if err := c.execPragma("PRAGMA synchronous = NORMAL"); err != nil {
+		return err
+	}
+	err := c.tx(fn)
+	if perr := c.execPragma("PRAGMA synchronous = FULL"); perr != nil {
+		// Every later commit would be lazy: the catalog must not be used.
+		c.broken = fmt.Errorf("manifest: catalog %s: restore synchronous=FULL: %w", c.path, perr)
+		return errors.Join(err, c.broken)
+	}
+	return err
+}
+
+// execPragma runs a PRAGMA through the statement cache.
+func (c *Catalog) execPragma(q string) error {
+	s, err := c.stmt(q)
+	if err != nil {
+		return err
+	}
+	defer s.Reset()
+	if err := s.Exec(); err != nil {
+		return fmt.Errorf("manifest: %q: %w", q, err)
+	}
+	return nil
 }
 
 func colU64(s *sqlite3.Stmt, i int) uint64 { return uint64(s.ColumnInt64(i)) }

@@ -36,6 +36,12 @@ type WriterOptions struct {
 	Directories DirectorySource
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// StoreProbed says that ProbeStore succeeded on this store and
+	// layout, in this process, just before NewWriter: the writer's first
+	// Takeover does not probe again. (The VFS probes while it opens the
+	// catalog.) Never set it otherwise: the probe is what refuses a store
+	// that cannot fence.
+	StoreProbed bool
 }
 
 func (o *WriterOptions) defaults() {
@@ -106,6 +112,8 @@ type Writer struct {
 	// first free seq decide its seq the same way.
 	pending *pendingRecord
 	lastSeq uint64 // our newest record known to be in the log
+	// holdHead: Publish leaves head as it is (HoldHead).
+	holdHead bool
 }
 
 type pendingRecord struct {
@@ -137,7 +145,7 @@ func NewWriter(store remote.Store, layout remote.Layout, cat *Catalog, id string
 		return nil, fmt.Errorf("manifest: catalog %s belongs to %s, not %s", cat.Path(), cat.Layout().Root(), layout.Root())
 	}
 	opts.defaults()
-	return &Writer{store: store, layout: layout, cat: cat, id: id, opts: opts}, nil
+	return &Writer{store: store, layout: layout, cat: cat, id: id, opts: opts, probed: opts.StoreProbed}, nil
 }
 
 // NewWriterID returns a fresh random writer id with a readable prefix.
@@ -175,12 +183,23 @@ func (w *Writer) Probe(ctx context.Context) error {
 }
 
 func (w *Writer) probeLocked(ctx context.Context) error {
+	if err := ProbeStore(ctx, w.store, w.layout); err != nil {
+		return err
+	}
+	w.probed = true
+	return nil
+}
+
+// ProbeStore is Writer.Probe without a writer: it needs only the store and
+// the database's layout (its probe/ folder), so it can run while the
+// catalog is being opened (WriterOptions.StoreProbed).
+func ProbeStore(ctx context.Context, store remote.Store, layout remote.Layout) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		// A 412 on the first create of a fresh random key is a spurious
 		// answer (versitygw gives one while another client creates the
 		// probe folder): try another key.
-		if err = w.probeOnce(ctx); !errors.Is(err, errProbeFresh) {
+		if err = probeOnce(ctx, store, layout); !errors.Is(err, errProbeFresh) {
 			return err
 		}
 	}
@@ -189,19 +208,19 @@ func (w *Writer) probeLocked(ctx context.Context) error {
 
 var errProbeFresh = errors.New("fresh key refused")
 
-func (w *Writer) probeOnce(ctx context.Context) error {
+func probeOnce(ctx context.Context, store remote.Store, layout remote.Layout) error {
 	var b [8]byte
 	rand.Read(b[:])
-	key, err := w.layout.Probe("p" + hex.EncodeToString(b[:]))
+	key, err := layout.Probe("p" + hex.EncodeToString(b[:]))
 	if err != nil {
 		return err
 	}
 	put := func(body string, opts remote.PutOptions) error {
 		opts.Size = int64(len(body))
-		_, err := w.store.Put(ctx, key, bytes.NewReader([]byte(body)), opts)
+		_, err := store.Put(ctx, key, bytes.NewReader([]byte(body)), opts)
 		return err
 	}
-	defer w.store.Delete(context.WithoutCancel(ctx), key)
+	defer store.Delete(context.WithoutCancel(ctx), key)
 	if err := put("first", remote.PutOptions{IfNoneMatch: true}); err != nil {
 		if errors.Is(err, remote.ErrPrecondition) {
 			return fmt.Errorf("manifest: probe %s: %w: %w", key, errProbeFresh, err)
@@ -210,17 +229,16 @@ func (w *Writer) probeOnce(ctx context.Context) error {
 	}
 	switch err := put("second", remote.PutOptions{IfNoneMatch: true}); {
 	case err == nil:
-		return fmt.Errorf("%w: %s: a second If-None-Match create of %s succeeded", ErrUnsafeStore, w.layout.Root(), key)
+		return fmt.Errorf("%w: %s: a second If-None-Match create of %s succeeded", ErrUnsafeStore, layout.Root(), key)
 	case !errors.Is(err, remote.ErrPrecondition):
 		return fmt.Errorf("manifest: probe %s: second conditional create: %w", key, err)
 	}
 	switch err := put("third", remote.PutOptions{IfMatch: `"bop-probe-not-an-etag"`}); {
 	case err == nil:
-		return fmt.Errorf("%w: %s: an If-Match replace of %s with a wrong ETag succeeded", ErrUnsafeStore, w.layout.Root(), key)
+		return fmt.Errorf("%w: %s: an If-Match replace of %s with a wrong ETag succeeded", ErrUnsafeStore, layout.Root(), key)
 	case !errors.Is(err, remote.ErrPrecondition):
 		return fmt.Errorf("manifest: probe %s: conditional replace: %w", key, err)
 	}
-	w.probed = true
 	return nil
 }
 
@@ -339,11 +357,13 @@ func (w *Writer) takeoverOnce(ctx context.Context, force bool) (TakeoverInfo, *R
 			return TakeoverInfo{}, nil, fmt.Errorf("manifest: takeover record %d created but not applied locally: %w", rec.Seq, err)
 		}
 		w.epoch, w.lastSeq = epoch, rec.Seq
+		// Head is not advanced to the takeover record: the bump just
+		// wrote it (our epoch, writer id and renewal time, which is what
+		// other nodes read it for), and the next record's head names a
+		// newer seq anyway. A head lagging the log is normal (readers and
+		// takers walk the log from it); a competing taker is met by the
+		// next record's create (412), as it would be after this write.
 		w.head, w.headETag = *head, etag
-		w.advanceHead(ctx, rec)
-		if w.fenced != nil {
-			return TakeoverInfo{}, nil, w.fenced
-		}
 		return TakeoverInfo{Epoch: epoch, Seq: rec.Seq, Txid: rec.Txid, DBPages: rec.DBPages, Foreign: foreign}, nil, nil
 	}
 }
@@ -633,8 +653,22 @@ func (w *Writer) appendLocked(ctx context.Context, rec *Record) error {
 		// as a refused record (ErrBadRecord) or a fence.
 		return fmt.Errorf("manifest: %s was published but the local catalog did not apply it (it catches up from the log): %v", w.layout.Log(rec.Seq), err)
 	}
-	w.advanceHead(ctx, rec)
+	if rec.Kind != KindPublish || !w.holdHead {
+		w.advanceHead(ctx, rec)
+	}
 	return nil
+}
+
+// HoldHead(true) makes Publish leave head as it is until HoldHead(false):
+// a publisher about to Release (at Close) saves a head write, since the
+// release record's head names the newer seq anyway. Safe because head is
+// only a hint for where the log ends (a lagging head is normal: readers
+// and takers walk the log from it); fencing rests on the log's
+// conditional creates. Takeover, Release and Renew still write head.
+func (w *Writer) HoldHead(hold bool) {
+	w.mu.Lock()
+	w.holdHead = hold
+	w.mu.Unlock()
 }
 
 // advanceHead records rec's seq in head (If-Match), best effort: a lagging

@@ -141,8 +141,17 @@ func removeCatalog(path string) error {
 func (d *database) takeRole(pageSize uint32) (rebuild, error) {
 	ctx, cancel := context.WithTimeout(d.ctx, roleTimeout)
 	defer cancel()
+	storeProbed := false
 	if d.catalog == nil {
+		// The store probe (manifest.ProbeStore) needs no catalog: it runs
+		// while the catalog is opened or created (both mostly wait for
+		// fsyncs), and the writer made below does not probe again. A
+		// failed probe only means the takeover probes itself (and fails
+		// the same way if the store cannot fence).
+		probe := make(chan error, 1)
+		go func() { probe <- manifest.ProbeStore(ctx, d.store, d.layout) }()
 		remoteErr, err := d.openCatalog(ctx, pageSize)
+		storeProbed = <-probe == nil
 		if err != nil {
 			return rebuild{}, err
 		}
@@ -154,7 +163,8 @@ func (d *database) takeRole(pageSize uint32) (rebuild, error) {
 		}
 	}
 	if d.writer == nil {
-		w, err := manifest.NewWriter(d.store, d.layout, d.catalog, d.owner.owner.Writer, manifest.WriterOptions{LeaseTTL: d.cfg.LeaseTTL})
+		w, err := manifest.NewWriter(d.store, d.layout, d.catalog, d.owner.owner.Writer,
+			manifest.WriterOptions{LeaseTTL: d.cfg.LeaseTTL, StoreProbed: storeProbed})
 		if err != nil {
 			return rebuild{}, err
 		}

@@ -22,15 +22,15 @@
 // each changing 1% of the pages) to the fs store and to versitygw.
 // "get-*" fetch every object of the newest boundary whole with 8 parallel
 // GETs and write them to a file (the same bytes, no verification, no page
-// map); "restore-*" run checkpoint.Restore (8 parallel ranged GETs,
-// coalesced, every frame verified). "range-*" are a reference between the
+// map); "restore-*" run checkpoint.Restore (8 parallel GETs, each object
+// it uses streamed once, every frame verified). "range-*" are a reference between the
 // two: the same objects fetched with 2 MiB ranged GETs and written, with
 // no page map and no verification. MB/s is database bytes per second for
 // restore and object bytes per second for get and range.
 //
 // Knobs: BOP_PUBLISH_BENCH_DELTAS (20: delta publishes in the restore
 // database), BOP_PUBLISH_BENCH_MAXREAD, BOP_PUBLISH_BENCH_PARALLEL and
-// BOP_PUBLISH_BENCH_BUDGET (restore options), BOP_PUBLISH_BENCH_CPUPROFILE (a CPU profile per
+// BOP_PUBLISH_BENCH_BUDGET (restore options; the budget is ignored since session 4), BOP_PUBLISH_BENCH_CPUPROFILE (a CPU profile per
 // restore variant, for investigation).
 //
 // Without BOP_S3_ENDPOINT it starts versitygw (.tools/bin/versitygw) on
