@@ -2,11 +2,8 @@ package wal_test
 
 import (
 	"bytes"
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -128,32 +125,6 @@ func TestSpoolBufferedAppends(t *testing.T) {
 	checkRecords(sp)
 }
 
-// writeFailFS fails segment writes while fail is set.
-type writeFailFS struct {
-	wal.OSFS
-	fail *atomic.Bool
-}
-
-type writeFailFile struct {
-	wal.File
-	fail *atomic.Bool
-}
-
-func (f writeFailFS) OpenFile(name string, flag int, perm fs.FileMode) (wal.File, error) {
-	file, err := f.OSFS.OpenFile(name, flag, perm)
-	if err != nil || !strings.HasSuffix(name, ".seg") {
-		return file, err
-	}
-	return writeFailFile{file, f.fail}, nil
-}
-
-func (f writeFailFile) WriteAt(p []byte, off int64) (int, error) {
-	if f.fail.Load() {
-		return 0, errors.New("injected spool write failure")
-	}
-	return f.File.WriteAt(p, off)
-}
-
 // A buffered record whose write fails when the buffer goes out is gone:
 // the spool must not count it as synced. The failure is sticky: Sync
 // fails, the spool stops, and nothing is appended after the hole.
@@ -161,7 +132,7 @@ func TestSpoolBufferedWriteFailureIsSticky(t *testing.T) {
 	const ps = 512
 	var fail atomic.Bool
 	dir := t.TempDir()
-	sp := openSpool(t, dir, wal.SpoolOptions{BufferBytes: 64 << 10, FS: writeFailFS{fail: &fail}})
+	sp := openSpool(t, dir, wal.SpoolOptions{BufferBytes: 64 << 10, FS: faultFS{suffix: ".seg", op: "write", fail: &fail}})
 	defer sp.Close()
 	first := appendRec(t, sp, ps, 10, 1)
 	if err := sp.Sync(); err != nil {

@@ -3,9 +3,7 @@ package wal_test
 import (
 	"errors"
 	"fmt"
-	iofs "io/fs"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -103,14 +101,7 @@ func powerLossInsideWALSync(t *testing.T, mode crashfs.Mode, seed uint64) {
 	if !spoolAhead.Load() {
 		t.Fatal("the spool was not fsynced beside the WAL sync: scenario not reached")
 	}
-	db.Close()
-	e.closeCapture()
-	os.Remove(e.path + "-shm")
-	rep, err := tr.Restore(mode, rng)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("crash: %s", rep)
+	t.Logf("crash: %s", e.restoreAfterCrash(db, tr, mode, rng))
 
 	e.mustOpenCapture()
 	defer e.closeCapture()
@@ -136,7 +127,7 @@ func powerLossInsideWALSync(t *testing.T, mode crashfs.Mode, seed uint64) {
 // must fail and capture must stop (sticky), as with the fsync after it.
 func TestSpoolFsyncBesideWALSyncFails(t *testing.T) {
 	var fail atomic.Bool
-	e := newEnv(t, t.TempDir(), nil, "", failingFS{fail: &fail})
+	e := newEnv(t, t.TempDir(), nil, "", faultFS{op: "sync", fail: &fail})
 	e.sopts.BufferBytes = 3000
 	e.copts.Coalesce = 1 << 20
 	e.mustOpenCapture()
@@ -195,32 +186,6 @@ func TestFailedWALSyncConfirmsNothing(t *testing.T) {
 	}
 }
 
-// spillFailFS fails reads of capture's spill file while fail is set.
-type spillFailFS struct {
-	wal.OSFS
-	fail *atomic.Bool
-}
-
-type spillFailFile struct {
-	wal.File
-	fail *atomic.Bool
-}
-
-func (f spillFailFS) OpenFile(name string, flag int, perm iofs.FileMode) (wal.File, error) {
-	file, err := f.OSFS.OpenFile(name, flag, perm)
-	if err != nil || !strings.HasSuffix(name, "capture.spill") {
-		return file, err
-	}
-	return spillFailFile{file, f.fail}, nil
-}
-
-func (f spillFailFile) ReadAt(p []byte, off int64) (int, error) {
-	if f.fail.Load() {
-		return 0, errors.New("injected spill read failure")
-	}
-	return f.File.ReadAt(p, off)
-}
-
 // coalesceLocked fails half-way through merging a transaction (a
 // spill-file read error) after it has already overwritten some of the
 // group's pages. Capture stops, and the torn group must stay out of the
@@ -233,7 +198,7 @@ func TestCaptureTornGroupNeverAppended(t *testing.T) {
 	const ps = 512
 	dir := t.TempDir()
 	var fail atomic.Bool
-	sopts := wal.SpoolOptions{FS: spillFailFS{fail: &fail}}
+	sopts := wal.SpoolOptions{FS: faultFS{suffix: "capture.spill", op: "read", fail: &fail}}
 	copts := wal.CaptureOptions{Coalesce: 64 << 10, MemoryBytes: ps}
 	file := &walgen.File{Path: filepath.Join(dir, "db-wal")}
 	var sp *wal.Spool

@@ -3,36 +3,56 @@ package wal_test
 import (
 	"errors"
 	"io/fs"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/bopstore/bop/wal"
 )
 
-// failingFS fails every fsync of spool files while fail is set.
-type failingFS struct {
+// faultFS fails one operation (op: "sync", "write" or "read") of the
+// files whose name ends with suffix ("": every file) while fail is set.
+type faultFS struct {
 	wal.OSFS
-	fail *atomic.Bool
+	suffix, op string
+	fail       *atomic.Bool
 }
 
-type failingFile struct {
+type faultFile struct {
 	wal.File
+	op   string
 	fail *atomic.Bool
 }
 
-func (f failingFS) OpenFile(name string, flag int, perm fs.FileMode) (wal.File, error) {
+func (f faultFS) OpenFile(name string, flag int, perm fs.FileMode) (wal.File, error) {
 	file, err := f.OSFS.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
+	if err != nil || !strings.HasSuffix(name, f.suffix) {
+		return file, err
 	}
-	return failingFile{file, f.fail}, nil
+	return faultFile{file, f.op, f.fail}, nil
 }
 
-func (f failingFile) Sync() error {
-	if f.fail.Load() {
-		return errors.New("injected spool fsync failure")
+func (f faultFile) failing(op string) bool { return f.op == op && f.fail.Load() }
+
+func (f faultFile) Sync() error {
+	if f.failing("sync") {
+		return errors.New("injected fsync failure")
 	}
 	return f.File.Sync()
+}
+
+func (f faultFile) WriteAt(p []byte, off int64) (int, error) {
+	if f.failing("write") {
+		return 0, errors.New("injected write failure")
+	}
+	return f.File.WriteAt(p, off)
+}
+
+func (f faultFile) ReadAt(p []byte, off int64) (int, error) {
+	if f.failing("read") {
+		return 0, errors.New("injected read failure")
+	}
+	return f.File.ReadAt(p, off)
 }
 
 // A spool fsync that fails (after which nothing written since the last
@@ -40,7 +60,7 @@ func (f failingFile) Sync() error {
 // later commit fails, and reopening reconciles spool and database.
 func TestSpoolFsyncFailureStopsCapture(t *testing.T) {
 	var fail atomic.Bool
-	e := newEnv(t, t.TempDir(), nil, "", failingFS{fail: &fail})
+	e := newEnv(t, t.TempDir(), nil, "", faultFS{op: "sync", fail: &fail})
 	e.mustOpenCapture()
 	db := e.openDB(true, "journal_mode(wal)", "synchronous(full)")
 	db.SetMaxOpenConns(1)

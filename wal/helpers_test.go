@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -234,4 +235,19 @@ func (c crashFS) OpenFile(name string, flag int, perm fs.FileMode) (wal.File, er
 		return nil, err
 	}
 	return f, nil
+}
+
+// restoreAfterCrash closes db and capture after tr.Crash() (the power went
+// out), removes the -shm (memory, gone with the machine) and brings the
+// files back as mode says; it returns the crash report.
+func (e *env) restoreAfterCrash(db *sql.DB, tr *crashfs.Tracker, mode crashfs.Mode, rng *rand.Rand) string {
+	e.t.Helper()
+	db.Close()
+	e.closeCapture()
+	os.Remove(e.path + "-shm")
+	rep, err := tr.Restore(mode, rng)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return rep.String()
 }

@@ -4,7 +4,6 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"testing"
 
 	"github.com/bopstore/bop/internal/crashfs"
@@ -107,13 +106,7 @@ func powerLoss(t *testing.T, mode crashfs.Mode, syncMode string, o lossOpts, see
 		}
 		// The power goes out.
 		tr.Crash()
-		db.Close()
-		e.closeCapture()
-		os.Remove(e.path + "-shm")
-		rep, err := tr.Restore(mode, rng)
-		if err != nil {
-			t.Fatal(err)
-		}
+		rep := e.restoreAfterCrash(db, tr, mode, rng)
 		t.Logf("round %d: %d transactions, crash: %s", round, n, rep)
 
 		open()
