@@ -108,31 +108,29 @@ var workStart, workEnd struct {
 
 var stopWorkProfile = func() {}
 
-func startProfile(prefix string) (stop func(), err error) {
-	f, err := os.Create(fmt.Sprintf("%s-%s-%d.prof", prefix, os.Getenv("BOP_BENCH_CHILD"), os.Getpid()))
+// record writes what start records, until the returned stop, into
+// prefix-<variant>-<pid>.<ext>: a CPU profile (startProfile) or a runtime
+// execution trace (startTrace: where the workload's goroutine waits, go
+// tool trace -pprof=syscall or -pprof=sync, which a CPU profile does not
+// show).
+func record(prefix, ext string, start func(io.Writer) error, end func()) (stop func(), err error) {
+	f, err := os.Create(fmt.Sprintf("%s-%s-%d.%s", prefix, os.Getenv("BOP_BENCH_CHILD"), os.Getpid(), ext))
 	if err != nil {
 		return nil, err
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
+	if err := start(f); err != nil {
 		f.Close()
 		return nil, err
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return func() { end(); f.Close() }, nil
 }
 
-// startTrace starts a runtime execution trace: where the workload's
-// goroutine waits (go tool trace -pprof=syscall, -pprof=sync), which a CPU
-// profile does not show.
-func startTrace(prefix string) (stop func(), err error) {
-	f, err := os.Create(fmt.Sprintf("%s-%s-%d.trace", prefix, os.Getenv("BOP_BENCH_CHILD"), os.Getpid()))
-	if err != nil {
-		return nil, err
-	}
-	if err := trace.Start(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { trace.Stop(); f.Close() }, nil
+func startProfile(prefix string) (func(), error) {
+	return record(prefix, "prof", pprof.StartCPUProfile, pprof.StopCPUProfile)
+}
+
+func startTrace(prefix string) (func(), error) {
+	return record(prefix, "trace", trace.Start, trace.Stop)
 }
 
 func startWork() {
