@@ -26,14 +26,19 @@ import (
 // with its plan stored at creation and its progress saved after every
 // action, so that a crash at any point leaves the last saved state for
 // the next start to resume or abandon (recover, below). created_at and
-// started_at are written once by the catalog (CreateJob, StartJob). The
+// started_at are written once by the catalog (StartNewJob). Progress saves
+// and the job's end are lazy catalog commits: a power loss may roll the
+// row back to an earlier state, which the restart handles as if the crash
+// had come earlier (docs/arch/checkpoint.md). The
 // catalog enforces the moves (manifest.JobState.CanMoveTo): never back,
 // abandoned only before published, completed only after it.
 //
 // What each state means, and what a restart does with it:
 //
-//	planned   the plan (object ids included) is stored; nothing is in the
-//	          store. Leases may be registered.
+//	planned   the plan (object ids included) and the catalog lease are
+//	          stored. Nothing is in the store, or (after a power loss that
+//	          rolled lazy progress back) objects uploaded under the plan's
+//	          keys, which the resumed job uploads again, same bytes.
 //	staged    some action's object was staged; actions listed in the
 //	          progress are uploaded, the rest are not.
 //	uploaded  every object is in the store; the record is not known to be

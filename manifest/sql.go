@@ -129,19 +129,26 @@ func (c *Catalog) tx(fn func() error) (err error) {
 	if err := c.conn.Exec("BEGIN IMMEDIATE"); err != nil {
 		return fmt.Errorf("manifest: begin: %w", err)
 	}
+	returned := false
 	defer func() {
-		if err != nil {
-			if rerr := c.conn.Exec("ROLLBACK"); rerr != nil && c.conn.GetAutocommit() == false {
-				err = fmt.Errorf("%w (and rollback failed: %v)", err, rerr)
-			}
-			return
-		}
-		if cerr := c.conn.Exec("COMMIT"); cerr != nil {
+		if !returned {
+			// fn panicked: never commit half a change. The panic goes on.
 			c.conn.Exec("ROLLBACK")
-			err = fmt.Errorf("manifest: commit: %w", cerr)
 		}
 	}()
-	return fn()
+	err = fn()
+	returned = true
+	if err != nil {
+		if rerr := c.conn.Exec("ROLLBACK"); rerr != nil && c.conn.GetAutocommit() == false {
+			err = fmt.Errorf("%w (and rollback failed: %v)", err, rerr)
+		}
+		return err
+	}
+	if cerr := c.conn.Exec("COMMIT"); cerr != nil {
+		c.conn.Exec("ROLLBACK")
+		return fmt.Errorf("manifest: commit: %w", cerr)
+	}
+	return nil
 }
 
 // txLazy runs fn in one write transaction that is atomic but not durable
@@ -162,17 +169,20 @@ func (c *Catalog) tx(fn func() error) (err error) {
 // as well: a job's progress (it resumes from an earlier phase and repeats
 // idempotent work), or a job's end after its record is applied (it is
 // finished again).
-func (c *Catalog) txLazy(fn func() error) error {
+func (c *Catalog) txLazy(fn func() error) (err error) {
 	if err := c.execPragma("PRAGMA synchronous = NORMAL"); err != nil {
 		return err
 	}
-	err := c.tx(fn)
-	if perr := c.execPragma("PRAGMA synchronous = FULL"); perr != nil {
-		// Every later commit would be lazy: the catalog must not be used.
-		c.broken = fmt.Errorf("manifest: catalog %s: restore synchronous=FULL: %w", c.path, perr)
-		return errors.Join(err, c.broken)
-	}
-	return err
+	// Deferred, so that FULL comes back also when fn panics (after tx's
+	// rollback: the level cannot change inside a transaction).
+	defer func() {
+		if perr := c.execPragma("PRAGMA synchronous = FULL"); perr != nil {
+			// Every later commit would be lazy: the catalog must not be used.
+			c.broken = fmt.Errorf("manifest: catalog %s: restore synchronous=FULL: %w", c.path, perr)
+			err = errors.Join(err, c.broken)
+		}
+	}()
+	return c.tx(fn)
 }
 
 // execPragma runs a PRAGMA through the statement cache.
