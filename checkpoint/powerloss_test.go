@@ -67,47 +67,119 @@ func TestHeavyPowerLoss(t *testing.T) {
 	}
 }
 
+// powerRig is one database whose files, spool and catalog go through
+// the power-loss file layer, published to an fs store, with a crash
+// point: the hook cuts the power at the crashNth time crashPoint is
+// reached during a publish.
+type powerRig struct {
+	t          *testing.T
+	tr         *crashfs.Tracker
+	v          *vfstest.VFS
+	name       string
+	store      *fsstore.Store
+	dir        string
+	syncMode   string
+	crashPoint Point
+	crashNth   int
+}
+
+func newPowerRig(t *testing.T, syncMode string) *powerRig {
+	r := &powerRig{t: t, tr: crashfs.New(), v: vfstest.New(nil), syncMode: syncMode}
+	r.v.Crash = r.tr
+	r.name = fmt.Sprintf("bopckptpower%d", powerVFSSeq.Add(1))
+	r.v.Register(r.name)
+	root := t.TempDir()
+	var err error
+	r.store, err = fsstore.New(filepath.Join(root, "store"))
+	must(t, err)
+	r.dir = filepath.Join(root, "db")
+	must(t, os.MkdirAll(r.dir, 0o755))
+	return r
+}
+
+func (r *powerRig) hook(ev Event) error {
+	if ev.Point == r.crashPoint {
+		r.crashNth--
+		if r.crashNth == 0 {
+			r.tr.Crash() // the power goes out right here
+			return ErrCrash
+		}
+	}
+	return nil
+}
+
+func (r *powerRig) open() *sqlNode {
+	n := newSQLNodeWith(r.t, r.store, r.dir, 8, false, func(c *Config) {
+		c.Hook = r.hook
+		c.Policy.MaxObjectPages = 8
+	}, func(n *sqlNode) {
+		n.vfs, n.vfsName, n.sync, n.catVFS = r.v, r.name, r.syncMode, r.name
+		n.spoolFS = crashFS{crashfs.FS{T: r.tr}}
+	})
+	n.exec("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)") // lost if never synced
+	return n
+}
+
+// cut takes the power away (if the hook has not), drops n's files as mode
+// says, and returns the report.
+func (r *powerRig) cut(n *sqlNode, mode crashfs.Mode, rng *rand.Rand) string {
+	r.tr.Crash()
+	n.db.Close()
+	n.db = nil
+	n.close()
+	os.Remove(n.path + "-shm")
+	rep, err := r.tr.Restore(mode, rng)
+	must(r.t, err)
+	r.crashPoint, r.crashNth = "", 0
+	return rep.String()
+}
+
+// check runs on a node reopened after a power loss: it checkpoints and
+// publishes, then checks that every job finished (no lease, staging file
+// or quota left), no referenced object is missing, the restore equals the
+// live file, and every row published before the loss is still there. It
+// returns the rows (ids > 0) the database holds.
+func (r *powerRig) check(n *sqlNode, label string, published map[int]bool) map[int]bool {
+	t := r.t
+	var busy, logf, ckpt int
+	if err := n.db.QueryRow("PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logf, &ckpt); err != nil || busy != 0 {
+		t.Fatalf("%s: checkpoint: %v %d", label, err, busy)
+	}
+	txid := publishNow(t, n.pub)
+	if last := n.spool.Status().LastTxid; last != txid {
+		t.Fatalf("%s: published %d, spool at %d", label, txid, last)
+	}
+	checkJobsFinished(t, n.cat, n.pub, filepath.Join(r.dir, "staging"))
+	checkReferencedObjects(t, r.store, n.cat)
+	live, err := os.ReadFile(n.path)
+	must(t, err)
+	got, _ := restoreBytes(t, r.store, n.cat, 0)
+	sameBytes(t, label, got, live, 4096)
+	rows := map[int]bool{}
+	q, err := n.db.Query("SELECT id FROM t WHERE id > 0")
+	must(t, err)
+	for q.Next() {
+		var id int
+		must(t, q.Scan(&id))
+		rows[id] = true
+	}
+	q.Close()
+	for id := range published {
+		if !rows[id] {
+			t.Fatalf("%s: row %d was published before the power loss but the database lost it", label, id)
+		}
+	}
+	return rows
+}
+
 func powerLoss(t *testing.T, mode crashfs.Mode, syncMode string, seed uint64, rounds int) {
 	rng := rand.New(rand.NewPCG(seed, uint64(mode)+uint64(len(syncMode))*3))
-	tr := crashfs.New()
-	v := vfstest.New(nil)
-	v.Crash = tr
-	name := fmt.Sprintf("bopckptpower%d", powerVFSSeq.Add(1))
-	v.Register(name)
-	root := t.TempDir()
-	store, err := fsstore.New(filepath.Join(root, "store"))
-	must(t, err)
-	dir := filepath.Join(root, "db")
-	must(t, os.MkdirAll(dir, 0o755))
-
-	var crashPoint Point
-	crashNth := 0
-	hook := func(ev Event) error {
-		if ev.Point == crashPoint {
-			crashNth--
-			if crashNth == 0 {
-				tr.Crash() // the power goes out right here
-				return ErrCrash
-			}
-		}
-		return nil
-	}
-	open := func() *sqlNode {
-		return newSQLNodeWith(t, store, dir, 8, false, func(c *Config) {
-			c.Hook = hook
-			c.Policy.MaxObjectPages = 8
-		}, func(n *sqlNode) {
-			n.vfs, n.vfsName, n.sync, n.catVFS = v, name, syncMode, name
-			n.spoolFS = crashFS{crashfs.FS{T: tr}}
-		})
-	}
-	n := open()
-	n.exec("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
+	r := newPowerRig(t, syncMode)
+	n := r.open()
 	published := map[int]bool{} // rows in a published transaction
 	committed := map[int]bool{}
 	next := 1
 	for round := 0; round < rounds; round++ {
-		crashPoint, crashNth = "", 0
 		crashed := false
 		for i := 0; i < 5+rng.IntN(30) && !crashed; i++ {
 			id := next
@@ -123,7 +195,7 @@ func powerLoss(t *testing.T, mode crashfs.Mode, syncMode string, seed uint64, ro
 			if rng.IntN(5) == 0 {
 				if rng.IntN(3) == 0 {
 					// This publish is struck by the power loss.
-					crashPoint, crashNth = Points[rng.IntN(len(Points))], 1
+					r.crashPoint, r.crashNth = Points[rng.IntN(len(Points))], 1
 				}
 				_, err := n.pub.PublishNow(context.Background())
 				switch {
@@ -138,46 +210,10 @@ func powerLoss(t *testing.T, mode crashfs.Mode, syncMode string, seed uint64, ro
 				}
 			}
 		}
-		tr.Crash()
-		n.db.Close()
-		n.db = nil
-		n.close()
-		os.Remove(n.path + "-shm")
-		rep, err := tr.Restore(mode, rng)
-		must(t, err)
-		t.Logf("round %d: power loss (%s, at %q): %s", round, mode, crashPoint, rep)
-		crashPoint, crashNth = "", 0
-
-		n = open()
-		n.exec("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)") // lost if never synced
-		var busy, logf, ckpt int
-		if err := n.db.QueryRow("PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logf, &ckpt); err != nil || busy != 0 {
-			t.Fatalf("round %d: checkpoint: %v %d", round, err, busy)
-		}
-		txid := publishNow(t, n.pub)
-		if last := n.spool.Status().LastTxid; last != txid {
-			t.Fatalf("round %d: published %d, spool at %d", round, txid, last)
-		}
-		checkJobsFinished(t, n.cat, n.pub, filepath.Join(dir, "staging"))
-		checkReferencedObjects(t, store, n.cat)
-		live, err := os.ReadFile(n.path)
-		must(t, err)
-		got, _ := restoreBytes(t, store, n.cat, 0)
-		sameBytes(t, fmt.Sprintf("round %d", round), got, live, 4096)
-		rows := map[int]bool{}
-		r, err := n.db.Query("SELECT id FROM t WHERE id > 0")
-		must(t, err)
-		for r.Next() {
-			var id int
-			must(t, r.Scan(&id))
-			rows[id] = true
-		}
-		r.Close()
-		for id := range published {
-			if !rows[id] {
-				t.Fatalf("round %d: row %d was published before the power loss but the database lost it", round, id)
-			}
-		}
+		at := r.crashPoint
+		t.Logf("round %d: power loss (%s, at %q): %s", round, mode, at, r.cut(n, mode, rng))
+		n = r.open()
+		rows := r.check(n, fmt.Sprintf("round %d", round), published)
 		for id := range committed {
 			if !rows[id] {
 				delete(committed, id) // SQLite lost it (not synced): no longer committed
@@ -187,4 +223,57 @@ func powerLoss(t *testing.T, mode crashfs.Mode, syncMode string, seed uint64, ro
 			published[id] = true
 		}
 	}
+	n.close()
+}
+
+// A power loss at every hook point of a publish that follows a completed
+// one (the first and the second time the point is reached), the catalog
+// on the dropping layer: the lazy commits before the point are lost or
+// kept, and the restart must finish or abandon the job either way (a
+// session-4 review's test of the lazy catalog commits).
+func TestPowerLossAtEveryPoint(t *testing.T) {
+	for _, mode := range []crashfs.Mode{crashfs.LoseUnsynced, crashfs.RandomSubset} {
+		for _, pt := range Points {
+			for nth := 1; nth <= 2; nth++ {
+				t.Run(fmt.Sprintf("%s,%s,%d", mode, pt, nth), func(t *testing.T) { powerLossAt(t, mode, pt, nth) })
+			}
+		}
+	}
+}
+
+func powerLossAt(t *testing.T, mode crashfs.Mode, pt Point, nth int) {
+	rng := rand.New(rand.NewPCG(uint64(nth), 9))
+	r := newPowerRig(t, "full")
+	n := r.open()
+	published := map[int]bool{}
+	id := 1
+	for round := 0; round < 2; round++ {
+		for i := 0; i < 6; i++ {
+			_, err := n.db.Exec("INSERT INTO t(id, v) VALUES (?, randomblob(?))", id, 100+rng.IntN(2500))
+			must(t, err)
+			id++
+		}
+		if round == 1 {
+			r.crashPoint, r.crashNth = pt, nth
+		}
+		_, err := n.pub.PublishNow(context.Background())
+		switch {
+		case err == nil:
+			for i := 1; i < id; i++ {
+				published[i] = true
+			}
+		case errors.Is(err, ErrCrash):
+		default:
+			t.Fatalf("publish: %v", err)
+		}
+	}
+	t.Logf("power loss at %s #%d: %s", pt, nth, r.cut(n, mode, rng))
+	n = r.open()
+	if js, err := n.cat.UnfinishedJobs(); err == nil {
+		for _, j := range js {
+			t.Logf("after reopen: job %s state %s progress %s", j.ID, j.State, j.Progress)
+		}
+	}
+	r.check(n, fmt.Sprintf("power loss at %s #%d", pt, nth), published)
+	n.close()
 }
