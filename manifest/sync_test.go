@@ -7,20 +7,27 @@ import (
 	"github.com/ncruces/go-sqlite3"
 )
 
-// txLazy commits with synchronous=NORMAL and restores FULL after, every
-// time (the PRAGMA runs from the statement cache).
-func TestTxLazySetsAndRestoresSynchronous(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "catalog.db")
-	c, err := Open(path, Options{Layout: testLayout, PageSize: testPageSize, ChunkPages: 4})
+func openSyncTestCatalog(t *testing.T) *Catalog {
+	c, err := Open(filepath.Join(t.TempDir(), "catalog.db"), Options{Layout: testLayout, PageSize: testPageSize, ChunkPages: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	read := func() int64 {
-		var v int64
-		c.queryOne("PRAGMA synchronous", nil, func(s *sqlite3.Stmt) error { v = s.ColumnInt64(0); return nil })
-		return v
-	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// synchronousLevel is the connection's PRAGMA synchronous (1 NORMAL, 2 FULL).
+func (c *Catalog) synchronousLevel() int64 {
+	var v int64
+	c.queryOne("PRAGMA synchronous", nil, func(s *sqlite3.Stmt) error { v = s.ColumnInt64(0); return nil })
+	return v
+}
+
+// txLazy commits with synchronous=NORMAL and restores FULL after, every
+// time (the PRAGMA runs from the statement cache).
+func TestTxLazySetsAndRestoresSynchronous(t *testing.T) {
+	c := openSyncTestCatalog(t)
+	read := c.synchronousLevel
 	for i := 0; i < 4; i++ {
 		var in int64
 		c.mu.Lock()
@@ -38,17 +45,8 @@ func TestTxLazySetsAndRestoresSynchronous(t *testing.T) {
 // does) must not leave the connection at synchronous=NORMAL, nor commit
 // the half-done transaction.
 func TestTxLazyPanic(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "catalog.db")
-	c, err := Open(path, Options{Layout: testLayout, PageSize: testPageSize, ChunkPages: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	read := func() int64 {
-		var v int64
-		c.queryOne("PRAGMA synchronous", nil, func(s *sqlite3.Stmt) error { v = s.ColumnInt64(0); return nil })
-		return v
-	}
+	c := openSyncTestCatalog(t)
+	read := c.synchronousLevel
 	func() {
 		defer func() { recover() }()
 		c.mu.Lock()
