@@ -241,3 +241,23 @@ func TestLagSamplesBounded(t *testing.T) {
 		}
 	}
 }
+
+// With coalescing every commit of a group notifies the group's txid: the
+// lag counts from the first of them (Notify's fast path returns on a txid
+// seen before, and must not move its time).
+func TestNotifyKeepsFirstTime(t *testing.T) {
+	s := newSynth(t, fsStore(t), synthOpts{chunkPages: 4, seed: 54})
+	p := s.publisher(func(c *Config) { c.NoLoop = false; c.Interval = time.Hour })
+	firstCycleDone(t, p)
+	txid := s.randomTxn(20)
+	p.Notify(txid)
+	time.Sleep(40 * time.Millisecond)
+	p.Notify(txid) // a later commit of the same group
+	if lag := p.Status().Lag; lag < 40*time.Millisecond {
+		t.Fatalf("lag %v: counted from the group's later commit, not its first", lag)
+	}
+	p.Notify(txid - 1) // older: nothing changes
+	if lag := p.Status().Lag; lag < 40*time.Millisecond {
+		t.Fatalf("lag %v after notifying an older txid", lag)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bopstore/bop/manifest"
@@ -128,6 +129,8 @@ type Publisher struct {
 	tenant *quota.Tenant
 
 	runMu sync.Mutex // one cycle at a time
+
+	notified atomic.Uint64 // the newest txid Notify saw (Notify's fast path)
 
 	mu            sync.Mutex
 	changed       chan struct{} // closed and replaced at every state change
@@ -741,10 +744,21 @@ func (p *Publisher) observe() wal.SpoolStatus {
 // Notify tells the publisher that txid was committed now. It is optional:
 // the publisher samples the spool itself, but the VFS calling it at each
 // commit makes the lag clock exact.
+//
+// A txid seen before returns at once, without the clock or the lock: with
+// coalescing every commit of a group reports the group's txid, and only
+// the first one's time counts (the lag is the age of the oldest
+// unpublished commit).
 func (p *Publisher) Notify(txid uint64) {
+	if txid <= p.notified.Load() {
+		return
+	}
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if n := p.notified.Load(); txid > n {
+		p.notified.Store(txid) // under mu: only grows
+	}
 	if txid <= p.published {
 		return
 	}
