@@ -46,6 +46,7 @@ func (f osFile) WriteBack(off, n int64) error {
 		writeBackQueue = make(chan writeBackReq, writeBackQueueLen)
 		go runWriteBacks(writeBackQueue)
 	})
+	writeBackCalls.Add(1)
 	select {
 	case writeBackQueue <- writeBackReq{f, off, n}:
 	default:
@@ -64,6 +65,7 @@ const writeBackQueueLen = 64
 var (
 	writeBackOnce    sync.Once
 	writeBackQueue   chan writeBackReq
+	writeBackCalls   atomic.Uint64 // WriteBack calls (tests)
 	writeBackDone    atomic.Uint64 // hints issued (tests)
 	writeBackDropped atomic.Uint64 // hints dropped on a full queue (tests)
 )
@@ -73,11 +75,17 @@ var (
 func runWriteBacks(q <-chan writeBackReq) {
 	for r := range q {
 		_ = r.f.control("sync_file_range", func(fd int) error {
+			if h := syncFileRangeHook.Load(); h != nil {
+				return (*h)(fd, r.off, r.n, syncFileRangeWrite)
+			}
 			return syscall.SyncFileRange(fd, r.off, r.n, syncFileRangeWrite)
 		})
 		writeBackDone.Add(1)
 	}
 }
+
+// syncFileRangeHook, if set, replaces the system call (tests make it block).
+var syncFileRangeHook atomic.Pointer[func(fd int, off, n int64, flags int) error]
 
 func (f osFile) control(op string, fn func(fd int) error) error {
 	rc, err := f.SyscallConn()
