@@ -77,6 +77,22 @@ func (s *synth) begin(ps int) {
 	s.w.Commit(2, []uint32{1, 2}, [][]byte{pg(ps, 1, 1), pg(ps, 2, 1)})
 }
 
+// newHeldGroup is a synth with coalescing whose transaction 1 (begin) is
+// final and held in memory as the group, nothing spooled yet.
+func newHeldGroup(t *testing.T) *synth {
+	t.Helper()
+	s := newSynth(t, heldGroupPS, wal.CaptureOptions{Coalesce: 1 << 20})
+	t.Cleanup(s.close)
+	s.begin(heldGroupPS)
+	s.noErr()
+	if err := s.conn.CommitPhaseTwo(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const heldGroupPS = 512
+
 func (s *synth) close() {
 	s.c.Close()
 	s.sp.Close()
@@ -388,11 +404,8 @@ func TestCaptureMemoryBoundSpills(t *testing.T) {
 // checkpoint) after a WAL sync that succeeded: a failed sync leaves it
 // synced ahead of the WAL and unconfirmed, which reconciliation allows.
 func TestCaptureSyncAppendsGroupFirst(t *testing.T) {
-	const ps = 512
-	s := newSynth(t, ps, wal.CaptureOptions{Coalesce: 64 << 10})
-	defer s.close()
-	s.begin(ps)
-	s.conn.CommitPhaseTwo()
+	const ps = heldGroupPS
+	s := newHeldGroup(t)
 	s.w.Commit(3, []uint32{3}, [][]byte{pg(ps, 3, 1)})
 	s.conn.CommitPhaseTwo()
 	s.noErr()

@@ -15,32 +15,6 @@ import (
 	"github.com/bopstore/bop/wal"
 )
 
-// Once capture has stopped, a group coalescing holds is never appended
-// (LastFinal's contract, failLocked's "continuing could spool something
-// wrong"), also not by the flush Conn.Sync runs before the WAL sync.
-func TestCaptureStoppedAppendsNothing(t *testing.T) {
-	const ps = 512
-	s := newSynth(t, ps, wal.CaptureOptions{Coalesce: 1 << 20})
-	defer s.close()
-	s.begin(ps)
-	s.noErr()
-	s.conn.CommitPhaseTwo() // T1 final, held in the group
-	// SQLite writes over the settled frame 1: capture stops (ErrLost).
-	s.w.WriteFrame(1, 1, 2, pg(ps, 1, 9), false)
-	if !errors.Is(s.c.Err(), wal.ErrLost) {
-		t.Fatalf("capture error %v, want ErrLost", s.c.Err())
-	}
-	ran := false
-	err := s.conn.Sync(func() error { ran = true; return nil })
-	if err == nil {
-		t.Fatal("Sync on a stopped capture returned no error")
-	}
-	t.Logf("sync ran=%v err=%v", ran, err)
-	if st := s.sp.Status(); st.LastTxid != 0 {
-		t.Fatalf("capture stopped with ErrLost, yet Conn.Sync appended the held group: spool %+v", st)
-	}
-}
-
 // The spool's fsync (beside the WAL's) completes, then the WAL's fsync is
 // cut by a power loss (the machine goes down inside it).
 // The group appended before the sync is durable in the spool ahead of the
@@ -164,12 +138,7 @@ func TestSpoolFsyncBesideWALSyncFails(t *testing.T) {
 // guarantee the spool's fsync beside the WAL's rests on ("C rises only at
 // a persist after a WAL sync that succeeded").
 func TestFailedWALSyncConfirmsNothing(t *testing.T) {
-	const ps = 512
-	s := newSynth(t, ps, wal.CaptureOptions{Coalesce: 64 << 10})
-	defer s.close()
-	s.begin(ps)
-	s.conn.CommitPhaseTwo()
-	s.noErr()
+	s := newHeldGroup(t)
 	if err := s.conn.Sync(func() error { return errors.New("EIO") }); err == nil {
 		t.Fatal("sync error not returned")
 	}

@@ -306,23 +306,26 @@ func TestReconcileRegroupsLostGroup(t *testing.T) {
 }
 
 // A group held in memory is reported (LastFinal) only while capture can
-// still append it: once capture stops, the tip is the spool's last record.
+// still append it: once capture stops, the tip is the spool's last record,
+// and nothing appends the group, also not the flush Conn.Sync runs before
+// the WAL sync (failLocked: "continuing could spool something wrong").
 func TestLastFinalAfterCaptureStops(t *testing.T) {
-	const ps = 512
-	s := newSynth(t, ps, wal.CaptureOptions{Coalesce: 1 << 20})
-	defer s.close()
-	s.begin(ps)
-	s.noErr()
-	s.conn.CommitPhaseTwo()
+	s := newHeldGroup(t)
 	if g := s.c.LastFinal(); g != 1 {
 		t.Fatalf("LastFinal %d with a group held, want 1", g)
 	}
 	// SQLite writes over the settled frame 1: capture stops (ErrLost).
-	s.w.WriteFrame(1, 1, 2, pg(ps, 1, 9), false)
+	s.w.WriteFrame(1, 1, 2, pg(heldGroupPS, 1, 9), false)
 	if !errors.Is(s.c.Err(), wal.ErrLost) {
 		t.Fatalf("capture error %v, want ErrLost", s.c.Err())
 	}
 	if g := s.c.LastFinal(); g != 0 {
 		t.Fatalf("LastFinal %d after capture stopped, want 0 (nothing spooled)", g)
+	}
+	if err := s.conn.Sync(func() error { return nil }); err == nil {
+		t.Fatal("Sync on a stopped capture returned no error")
+	}
+	if st := s.sp.Status(); st.LastTxid != 0 {
+		t.Fatalf("capture stopped with ErrLost, yet Conn.Sync appended the held group: spool %+v", st)
 	}
 }
