@@ -302,14 +302,21 @@ func TestAdoptionPublishesImageAlone(t *testing.T) {
 	sameBytes(t, "after adoption", got, s.model, int(s.pageSize))
 }
 
+// newCountedPublisher is a publisher on an fs store whose requests are
+// counted (fault.Store.Stats), past its first publish (takeover, probe).
+func newCountedPublisher(t *testing.T, seed uint64) (*fault.Store, *synth, *Publisher) {
+	fs := fault.New(fsStore(t), fault.Config{})
+	s := newSynth(t, fs, synthOpts{chunkPages: 4, seed: seed})
+	p := s.publisher(nil)
+	s.commit(10, []uint32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, false)
+	publishNow(t, p)
+	return fs, s, p
+}
+
 // A publish costs at most 3 PUTs (object, log record, head) and no LIST;
 // a catalog snapshot, when due, adds its own PUTs.
 func TestRequestsPerPublish(t *testing.T) {
-	fs := fault.New(fsStore(t), fault.Config{})
-	s := newSynth(t, fs, synthOpts{chunkPages: 4, seed: 8})
-	p := s.publisher(nil)
-	s.commit(10, []uint32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, false)
-	publishNow(t, p) // takeover, probe, first publish
+	fs, s, p := newCountedPublisher(t, 8)
 	for i := range 20 {
 		s.randomTxn(30)
 		s.randomTxn(30)
@@ -340,11 +347,7 @@ func TestRequestsPerPublish(t *testing.T) {
 // release (Writer.HoldHead). Head then names the release record, marked
 // released, so the next writer need not wait for the lease.
 func TestCloseWritesHeadOnce(t *testing.T) {
-	fs := fault.New(fsStore(t), fault.Config{})
-	s := newSynth(t, fs, synthOpts{chunkPages: 4, seed: 12})
-	p := s.publisher(nil)
-	s.commit(10, []uint32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, false)
-	publishNow(t, p) // takeover, probe, first publish
+	fs, s, p := newCountedPublisher(t, 12)
 	s.randomTxn(30)
 	fs.Reset()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
