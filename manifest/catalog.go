@@ -423,15 +423,15 @@ func (c *Catalog) AllocateObjectIDs(n int) (uint64, error) {
 		return err
 	})
 	if err != nil {
-		c.reloadNextObjectID()
 		return 0, err
 	}
+	c.meta.nextObjectID = first + uint64(n) // committed
 	return first, nil
 }
 
-// allocateObjectIDsLocked reserves n ids inside the caller's transaction.
-// c.meta.nextObjectID moves at once; a caller whose transaction fails
-// calls reloadNextObjectID.
+// allocateObjectIDsLocked reserves n ids inside the caller's transaction
+// and returns the first. The caller sets c.meta.nextObjectID to first+n
+// once its transaction committed (a rolled-back reservation leaves it).
 func (c *Catalog) allocateObjectIDsLocked(n int) (uint64, error) {
 	var maxID uint64
 	if _, err := c.queryOne("SELECT coalesce(max(id), 0) FROM objects", nil, func(s *sqlite3.Stmt) error {
@@ -444,18 +444,7 @@ func (c *Catalog) allocateObjectIDsLocked(n int) (uint64, error) {
 	if err := c.exec("UPDATE meta SET next_object_id = ? WHERE id = 1", first+uint64(n)); err != nil {
 		return 0, err
 	}
-	c.meta.nextObjectID = first + uint64(n)
 	return first, nil
-}
-
-// reloadNextObjectID re-reads next_object_id after a rolled-back
-// reservation (a failed read leaves the in-memory value, which is only
-// ever too high: ids are skipped, never reused).
-func (c *Catalog) reloadNextObjectID() {
-	c.queryOne("SELECT next_object_id FROM meta WHERE id = 1", nil, func(s *sqlite3.Stmt) error {
-		c.meta.nextObjectID = colU64(s, 0)
-		return nil
-	})
 }
 
 // DirectorySource fetches an object's directory (delta.EncodeDirectory

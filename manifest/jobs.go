@@ -174,9 +174,10 @@ func (c *Catalog) StartNewJob(j NewJob) (uint64, error) {
 		return c.createJobLocked(j.ID, j.Kind, plan, true)
 	})
 	if err != nil {
-		// The reservation rolled back with the transaction.
-		c.reloadNextObjectID()
-		return 0, err
+		return 0, err // the reservation rolled back with the transaction
+	}
+	if j.ObjectIDs > 0 {
+		c.meta.nextObjectID = first + uint64(j.ObjectIDs) // committed
 	}
 	return first, nil
 }
@@ -227,11 +228,7 @@ func (c *Catalog) saveProgress(id string, state JobState, phase string, progress
 		return err
 	}
 	defer c.mu.Unlock()
-	tx := c.tx
-	if lazy {
-		tx = c.txLazy
-	}
-	return tx(func() error {
+	return c.txFor(lazy)(func() error {
 		cur, err := c.jobStateLocked(id)
 		if err != nil {
 			return err
@@ -273,11 +270,7 @@ func (c *Catalog) finishJob(id string, state JobState, lastErr string, lazy bool
 		return err
 	}
 	defer c.mu.Unlock()
-	tx := c.tx
-	if lazy {
-		tx = c.txLazy
-	}
-	return tx(func() error {
+	return c.txFor(lazy)(func() error {
 		cur, err := c.jobStateLocked(id)
 		if err != nil {
 			return err

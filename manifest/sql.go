@@ -170,13 +170,13 @@ func (c *Catalog) tx(fn func() error) (err error) {
 // idempotent work), or a job's end after its record is applied (it is
 // finished again).
 func (c *Catalog) txLazy(fn func() error) (err error) {
-	if err := c.execPragma("PRAGMA synchronous = NORMAL"); err != nil {
+	if err := c.exec("PRAGMA synchronous = NORMAL"); err != nil {
 		return err
 	}
 	// Deferred, so that FULL comes back also when fn panics (after tx's
 	// rollback: the level cannot change inside a transaction).
 	defer func() {
-		if perr := c.execPragma("PRAGMA synchronous = FULL"); perr != nil {
+		if perr := c.exec("PRAGMA synchronous = FULL"); perr != nil {
 			// Every later commit would be lazy: the catalog must not be used.
 			c.broken = fmt.Errorf("manifest: catalog %s: restore synchronous=FULL: %w", c.path, perr)
 			err = errors.Join(err, c.broken)
@@ -185,17 +185,12 @@ func (c *Catalog) txLazy(fn func() error) (err error) {
 	return c.tx(fn)
 }
 
-// execPragma runs a PRAGMA through the statement cache.
-func (c *Catalog) execPragma(q string) error {
-	s, err := c.stmt(q)
-	if err != nil {
-		return err
+// txFor is txLazy if lazy, tx otherwise.
+func (c *Catalog) txFor(lazy bool) func(func() error) error {
+	if lazy {
+		return c.txLazy
 	}
-	defer s.Reset()
-	if err := s.Exec(); err != nil {
-		return fmt.Errorf("manifest: %q: %w", q, err)
-	}
-	return nil
+	return c.tx
 }
 
 func colU64(s *sqlite3.Stmt, i int) uint64 { return uint64(s.ColumnInt64(i)) }
