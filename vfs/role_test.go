@@ -3,7 +3,10 @@ package vfs
 import (
 	"context"
 	"errors"
+	"io"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bopstore/bop/manifest"
@@ -14,10 +17,11 @@ import (
 // The store probe runs while the catalog is created (takeRole), not in
 // the takeover: a store that does not enforce conditional writes must
 // still be refused at open, before anything is written to it (no head,
-// no log record), and an honest store accepted. It fails if the
-// concurrent probe's result were ignored or taken for success.
+// no log record), and an honest store accepted with one probe (3 PUTs),
+// not two (the takeover's own probe is skipped once this one passed).
 func TestUnsafeStoreRefusedAtOpen(t *testing.T) {
 	var fs *fault.Store
+	var probes *probeCounter
 	cfg := Config{}
 	cfg.wrapStore = func(s remote.Store) remote.Store {
 		if fs == nil {
@@ -25,7 +29,8 @@ func TestUnsafeStoreRefusedAtOpen(t *testing.T) {
 		} else {
 			fs = fault.New(s, fault.Config{})
 		}
-		return fs
+		probes = &probeCounter{Store: fs}
+		return probes
 	}
 	v := newVFS(t, cfg)
 	path := filepath.Join(t.TempDir(), "unsafe.db")
@@ -55,4 +60,20 @@ func TestUnsafeStoreRefusedAtOpen(t *testing.T) {
 	if err != nil || h.Epoch == 0 || h.Writer == "" {
 		t.Fatalf("head after the honest open: %+v, %v", h, err)
 	}
+	if n := probes.puts.Load(); n != 3 {
+		t.Fatalf("the honest open made %d probe PUTs, want 3 (one probe)", n)
+	}
+}
+
+// probeCounter counts the PUTs of probe keys.
+type probeCounter struct {
+	remote.Store
+	puts atomic.Int64
+}
+
+func (p *probeCounter) Put(ctx context.Context, key string, r io.Reader, opts remote.PutOptions) (remote.PutResult, error) {
+	if strings.Contains(key, "/probe/") {
+		p.puts.Add(1)
+	}
+	return p.Store.Put(ctx, key, r, opts)
 }
