@@ -243,8 +243,9 @@ func TestLagSamplesBounded(t *testing.T) {
 }
 
 // With coalescing every commit of a group notifies the group's txid: the
-// lag counts from the first of them (Notify's fast path returns on a txid
-// seen before, and must not move its time).
+// lag counts from the first of them. This guards the behaviour Notify's
+// fast path (a txid seen before returns at once) must keep; the slow path
+// alone keeps it too, so the test passes without the fast path.
 func TestNotifyKeepsFirstTime(t *testing.T) {
 	s := newSynth(t, fsStore(t), synthOpts{chunkPages: 4, seed: 54})
 	p := s.publisher(func(c *Config) { c.NoLoop = false; c.Interval = time.Hour })

@@ -302,7 +302,7 @@ func TestRestorePageWriter(t *testing.T) {
 	for _, p := range order {
 		page := bytes.Repeat([]byte{byte(p)}, ps)
 		copy(want[(p-1)*ps:], page)
-		must(t, w.add(p, ps, page))
+		must(t, w.add(p, page))
 	}
 	must(t, w.flush())
 	got := make([]byte, n*ps)

@@ -57,7 +57,7 @@ type piece struct {
 
 func (p piece) frames() int64 { return int64(p.last-p.first) + 1 }
 
-// wholeObjectMin: a single-piece span covering at least this share of an
+// wholeObjectNum/Den: a single-piece span covering at least this share of an
 // object's frames is fetched with a plain GET of the whole object, which
 // also brings the header and the directory (about 0.6% of a base); a
 // smaller span is one ranged GET of the frames only.
@@ -90,8 +90,7 @@ func planPieces(plans []*objPlan, ps uint32, workers int, minPiece int64) []piec
 		n := (span + targetFrames - 1) / targetFrames
 		each := (span + n - 1) / n
 		if n == 1 {
-			whole := o.first == 0 && o.last+1 == o.obj.PageCount ||
-				span*wholeObjectDen >= int64(o.obj.PageCount)*wholeObjectNum
+			whole := span*wholeObjectDen >= int64(o.obj.PageCount)*wholeObjectNum
 			out = append(out, piece{plan: o, first: o.first, last: o.last, whole: whole})
 			continue
 		}

@@ -44,7 +44,7 @@ func TestRestoreSmallBuffers(t *testing.T) {
 	for _, b := range boundaries {
 		path := filepath.Join(t.TempDir(), "r.db")
 		res, err := Restore(context.Background(), RestoreOptions{Store: s.store, Catalog: s.cat, Txid: b, Path: path,
-			Parallel: 3, MaxRead: 2 * 4096, DeltaBudget: 3 * 4096})
+			Parallel: 3, MaxRead: 2 * 4096})
 		must(t, err)
 		got, _ := os.ReadFile(path)
 		sameBytes(t, "small buffers", got, s.byTxid[b], 4096)

@@ -8,9 +8,6 @@ import (
 	"unsafe"
 )
 
-// maxIOV is the most buffers one pwritev takes (IOV_MAX).
-const maxIOV = 1024
-
 // writeScratch is what writePages reuses between calls.
 type writeScratch struct{ iov []syscall.Iovec }
 

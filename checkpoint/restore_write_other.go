@@ -4,9 +4,6 @@ package checkpoint
 
 import "os"
 
-// maxIOV bounds the pages gathered for one write.
-const maxIOV = 1024
-
 // writeScratch is what writePages reuses between calls.
 type writeScratch struct{ buf []byte }
 

@@ -72,6 +72,12 @@ func checkObject(t *testing.T, data []byte, sum Summary, pages map[uint32][]byte
 		if err != nil || !bytes.Equal(page, want) || hash != e.Hash {
 			t.Fatalf("DecodeFrame(frame %d): %v", i, err)
 		}
+		if p := FramePgno(data[off : off+FrameSize(h.PageSize)]); p != e.Pgno {
+			t.Fatalf("FramePgno(frame %d) = %d, want %d", i, p, e.Pgno)
+		}
+	}
+	if p := FramePgno(make([]byte, FrameHeaderSize-1)); p != 0 {
+		t.Fatalf("FramePgno of a short frame = %d", p)
 	}
 	if err := Verify(bytes.NewReader(data), int64(len(data))); err != nil {
 		t.Fatalf("Verify: %v", err)

@@ -28,6 +28,16 @@ func putFrame(frame []byte, pgno uint32, page []byte) uint64 {
 	return sum
 }
 
+// FramePgno is the page number a frame's header names (0 if frame is
+// shorter than a header), unchecked: DecodeFrame checks it against the
+// page the caller expects.
+func FramePgno(frame []byte) uint32 {
+	if len(frame) < FrameHeaderSize {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(frame[0:])
+}
+
 // DecodeFrame checks one frame fetched on its own (by the cache tier, or
 // from a location the catalog computed with FrameOffset) and returns its
 // page, a subslice of frame, and the page's hash. The caller compares the

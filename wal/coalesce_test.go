@@ -220,6 +220,9 @@ func TestCaptureTornGroupNeverAppended(t *testing.T) {
 	defer func() { c.Close(); sp.Close() }()
 	st = sp.Status()
 	t.Logf("after reopen: %+v", st)
+	if st.ConfirmedTxid < 1 {
+		t.Fatalf("nothing confirmed after reopening: %+v (the check below would check nothing)", st)
+	}
 	for rec, err := range sp.Records(st.FirstTxid, st.LastTxid) {
 		if err != nil {
 			t.Fatal(err)

@@ -436,7 +436,9 @@ func (s *Spool) lastTxid() uint64 {
 	return s.last
 }
 
-// hasUnsynced reports whether records were appended since the last Sync.
+// hasUnsynced reports whether records were appended since the last Sync
+// (Conn.Sync's fsync beside the WAL's is for records; a directory entry
+// left to sync, dirDirty, is synced by the Sync after the WAL's).
 func (s *Spool) hasUnsynced() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

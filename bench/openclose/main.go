@@ -20,7 +20,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/bopstore/bop/bench/harness"
@@ -81,10 +80,5 @@ func run(dir string, useBop bool) (map[string]float64, error) {
 		}
 		closes = append(closes, time.Since(start).Seconds())
 	}
-	return map[string]float64{"open_s": median(opens), "close_s": median(closes)}, nil
-}
-
-func median(v []float64) float64 {
-	sort.Float64s(v)
-	return v[len(v)/2]
+	return map[string]float64{"open_s": harness.Summarise(opens).Median, "close_s": harness.Summarise(closes).Median}, nil
 }

@@ -29,8 +29,8 @@
 // restore and object bytes per second for get and range.
 //
 // Knobs: BOP_PUBLISH_BENCH_DELTAS (20: delta publishes in the restore
-// database), BOP_PUBLISH_BENCH_MAXREAD, BOP_PUBLISH_BENCH_PARALLEL and
-// BOP_PUBLISH_BENCH_BUDGET (restore options; the budget is ignored since session 4), BOP_PUBLISH_BENCH_CPUPROFILE (a CPU profile per
+// database), BOP_PUBLISH_BENCH_MAXREAD and BOP_PUBLISH_BENCH_PARALLEL
+// (restore options), BOP_PUBLISH_BENCH_CPUPROFILE (a CPU profile per
 // restore variant, for investigation).
 //
 // Without BOP_S3_ENDPOINT it starts versitygw (.tools/bin/versitygw) on
@@ -436,9 +436,8 @@ func restoreVariant(name, kind string, plain, baseline bool) harness.Variant {
 				maxRead, _ = strconv.ParseInt(v, 10, 64)
 			}
 			par, _ := strconv.Atoi(os.Getenv("BOP_PUBLISH_BENCH_PARALLEL"))
-			budget, _ := strconv.ParseInt(os.Getenv("BOP_PUBLISH_BENCH_BUDGET"), 10, 64)
 			res, err = checkpoint.Restore(ctx, checkpoint.RestoreOptions{Store: store, Catalog: cat, Path: out, MaxRead: maxRead,
-				Parallel: par, DeltaBudget: budget})
+				Parallel: par})
 			n = res.Size
 			gets = res.Gets
 			fetched = res.GetBytes
