@@ -146,12 +146,7 @@ func TestRestoreRunsAcrossObjects(t *testing.T) {
 		b = append(b, publishNow(t, p))
 		split := false
 		for _, txid := range b {
-			path := filepath.Join(t.TempDir(), "r.db")
-			res, err := Restore(context.Background(), RestoreOptions{Store: s.store, Catalog: s.cat, Txid: txid, Path: path,
-				Parallel: 3, MaxRead: 2 * 4096})
-			must(t, err)
-			got, _ := os.ReadFile(path)
-			sameBytes(t, "restore", got, s.byTxid[txid], 4096)
+			res := restoreSmallReads(t, s, txid, "restore")
 			snap, err := s.cat.SnapshotAt(txid)
 			must(t, err)
 			if int(res.Gets) > len(snap.Objects()) {

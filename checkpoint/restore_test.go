@@ -36,18 +36,27 @@ func deltaHeavy(t *testing.T, store remote.Store) (*synth, []uint64) {
 	return s, boundaries
 }
 
+// restoreSmallReads restores boundary txid with 3 workers reading two
+// frames at a time (objects cut into many pieces) and checks the file
+// against the model's bytes at txid.
+func restoreSmallReads(t *testing.T, s *synth, txid uint64, label string) RestoreResult {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "r.db")
+	res, err := Restore(context.Background(), RestoreOptions{Store: s.store, Catalog: s.cat, Txid: txid, Path: path,
+		Parallel: 3, MaxRead: 2 * 4096})
+	must(t, err)
+	got, _ := os.ReadFile(path)
+	sameBytes(t, label, got, s.byTxid[txid], 4096)
+	return res
+}
+
 // Restore with tiny buffers: reads of one frame (MaxRead of 2 pages),
 // one write per page, objects cut into pieces; every boundary still
 // restores byte for byte, with fewer GETs than pages.
 func TestRestoreSmallBuffers(t *testing.T) {
 	s, boundaries := deltaHeavy(t, fsStore(t))
 	for _, b := range boundaries {
-		path := filepath.Join(t.TempDir(), "r.db")
-		res, err := Restore(context.Background(), RestoreOptions{Store: s.store, Catalog: s.cat, Txid: b, Path: path,
-			Parallel: 3, MaxRead: 2 * 4096})
-		must(t, err)
-		got, _ := os.ReadFile(path)
-		sameBytes(t, "small buffers", got, s.byTxid[b], 4096)
+		res := restoreSmallReads(t, s, b, "small buffers")
 		if res.Gets == 0 || res.GetBytes < res.Size {
 			t.Fatalf("boundary %d: %d GETs, %d bytes for a %d-byte file", b, res.Gets, res.GetBytes, res.Size)
 		}
