@@ -127,11 +127,12 @@ func cpuTime() time.Duration {
 //
 //	go test -run '^$' -bench CaptureAutocommit -benchtime 20000x ./wal/
 func BenchmarkCaptureAutocommit(b *testing.B) {
-	b.Run("buffer=0", func(b *testing.B) { benchAutocommit(b, 0) })
-	b.Run("buffer=256K", func(b *testing.B) { benchAutocommit(b, 256<<10) })
+	b.Run("buffer=0", func(b *testing.B) { benchAutocommit(b, 0, 0) })
+	b.Run("buffer=256K", func(b *testing.B) { benchAutocommit(b, 256<<10, 0) })
+	b.Run("buffer=256K,coalesce=8M", func(b *testing.B) { benchAutocommit(b, 256<<10, 8<<20) })
 }
 
-func benchAutocommit(b *testing.B, bufferBytes int) {
+func benchAutocommit(b *testing.B, bufferBytes, coalesce int) {
 	const ps = 4096
 	const perGen = 1000
 	// Two WAL generations of the stream, pre-generated (so the WAL
@@ -201,7 +202,7 @@ func benchAutocommit(b *testing.B, bufferBytes int) {
 			if sp, err = wal.OpenSpool(filepath.Join(dir, "spool"), wal.SpoolOptions{BufferBytes: bufferBytes}); err != nil {
 				b.Fatal(err)
 			}
-			c, _ = wal.NewCapture(sp, wal.CaptureOptions{})
+			c, _ = wal.NewCapture(sp, wal.CaptureOptions{Coalesce: coalesce})
 			conn = c.NewConn(nopMain{})
 			conn.AttachWAL(emptyWAL{})
 			b.StartTimer()

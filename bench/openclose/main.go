@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/bopstore/bop/bench/harness"
@@ -45,7 +46,20 @@ func main() {
 	})
 }
 
+// BOP_BENCH_CPUPROFILE=prefix writes a CPU profile of each child's
+// cycles to prefix-<variant>-<pid>.prof.
 func run(dir string, useBop bool) (map[string]float64, error) {
+	if prefix := os.Getenv("BOP_BENCH_CPUPROFILE"); prefix != "" {
+		f, err := os.Create(fmt.Sprintf("%s-%s-%d.prof", prefix, os.Getenv("BOP_BENCH_CHILD"), os.Getpid()))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	dsnExtra := ""
 	if useBop {
 		if _, err := bop.Register("bop", bop.Config{}); err != nil {
