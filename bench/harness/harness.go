@@ -54,15 +54,33 @@ const childEnv = "BOP_BENCH_CHILD"
 // Main is the entry point of a benchmark program. Flags: -reps N (default
 // 10, minimum 10 unless -quick), -only name,name, -dir for scratch space,
 // -json file to save raw samples.
+// The harness's flags, on the program's command line with its own.
+var flags = struct {
+	reps            *int
+	only, dir, json *string
+}{
+	reps: flag.Int("reps", 10, "interleaved repetitions (at least 10 for reported numbers)"),
+	only: flag.String("only", "", "comma-separated variant names to run (baseline always runs)"),
+	dir:  flag.String("dir", "", "scratch directory (default: a temp dir)"),
+	json: flag.String("json", "", "write raw samples as JSON to this file"),
+}
+
+// ParseFlags parses the command line: the harness's flags and the
+// program's own (registered on the flag package's command line before the
+// call). A program whose variants depend on its flags calls it before
+// Main; Main calls it otherwise. Children parse the same command line.
+func ParseFlags() {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+}
+
 func Main(title string, variants []Variant) {
 	if name := os.Getenv(childEnv); name != "" {
 		os.Exit(runChild(name, variants))
 	}
-	reps := flag.Int("reps", 10, "interleaved repetitions (at least 10 for reported numbers)")
-	only := flag.String("only", "", "comma-separated variant names to run (baseline always runs)")
-	dir := flag.String("dir", "", "scratch directory (default: a temp dir)")
-	jsonOut := flag.String("json", "", "write raw samples as JSON to this file")
-	flag.Parse()
+	ParseFlags()
+	reps, only, dir, jsonOut := flags.reps, flags.only, flags.dir, flags.json
 
 	if err := validate(variants); err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)

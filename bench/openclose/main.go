@@ -17,7 +17,6 @@ import (
 	"database/sql"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -31,15 +30,7 @@ import (
 var cycles = flag.Int("cycles", 20, "open/insert/close cycles per child")
 
 func main() {
-	// Our flag first; the harness parses the same command line again.
-	pre := flag.NewFlagSet(os.Args[0], flag.ContinueOnError)
-	pre.SetOutput(io.Discard)
-	pre.IntVar(cycles, "cycles", *cycles, "")
-	pre.Int("reps", 0, "")
-	pre.String("only", "", "")
-	pre.String("dir", "", "")
-	pre.String("json", "", "")
-	pre.Parse(os.Args[1:])
+	harness.ParseFlags() // the title shows -cycles
 	harness.Main(fmt.Sprintf("openclose: %d cycles of open, 3 autocommit inserts, close (bop vs plain SQLite)", *cycles), []harness.Variant{
 		{Name: "plain-OC", Baseline: true, Run: func(dir string) (map[string]float64, error) { return run(dir, false) }},
 		{Name: "bop-OC", Run: func(dir string) (map[string]float64, error) { return run(dir, true) }},

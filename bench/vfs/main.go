@@ -55,18 +55,8 @@ var (
 )
 
 func main() {
-	// Parse our flags before the harness does (it re-parses the same
-	// command line, children included): its own flags are known here too,
-	// so that ours parse wherever they stand.
-	pre := flag.NewFlagSet(os.Args[0], flag.ContinueOnError)
-	pre.SetOutput(io.Discard)
-	pre.StringVar(workload, "workload", *workload, "")
-	pre.BoolVar(noPub, "nopub", false, "")
-	pre.Int("reps", 0, "")
-	pre.String("only", "", "")
-	pre.String("dir", "", "")
-	pre.String("json", "", "")
-	pre.Parse(os.Args[1:])
+	// The variants depend on our flags.
+	harness.ParseFlags()
 
 	w := strings.ToUpper(*workload)
 	if os.Getenv("BOP_BENCH_CHILD") == "" && (w == "R1" || w == "R2") {
