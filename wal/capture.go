@@ -119,7 +119,8 @@ type Stats struct {
 //     ErrLost rather than guess (writeFrame).
 //   - The spool is fsynced at every WAL sync (beside it: its fsync
 //     confirms nothing), and before a checkpoint copies the WAL into the
-//     database, each time with what coalescing holds appended first: a
+//     database, each time with what coalescing holds appended first
+//     (beside the WAL sync too, in the same goroutine): a
 //     record may be durable in the spool ahead of its frames in the WAL
 //     only while it is above the persisted confirmed watermark, which
 //     reconciliation checks against the WAL (Sync, CheckpointStart). What is only in memory (coalesced,

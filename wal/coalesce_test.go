@@ -95,13 +95,20 @@ func powerLossInsideWALSync(t *testing.T, mode crashfs.Mode, seed uint64) {
 	}
 }
 
-// The spool fsync that runs beside the WAL's fails
-// while the WAL's succeeds (synchronous=NORMAL, coalescing: the checkpoint's
-// WAL sync is the one that has unsynced records to fsync): the checkpoint
-// must fail and capture must stop (sticky), as with the fsync after it.
-func TestSpoolFsyncBesideWALSyncFails(t *testing.T) {
+// The group's append or the spool fsync, both of which run beside the
+// WAL's fsync, fails while the WAL's succeeds (synchronous=NORMAL,
+// coalescing: the checkpoint's WAL sync is the one that has a held group
+// to append and unsynced records to fsync): the checkpoint must fail and
+// capture must stop (sticky), as with the fsync after it; nothing is
+// confirmed, and reopening reconciles spool and database.
+func TestSpoolFsyncBesideWALSyncFails(t *testing.T) { spoolFaultBesideWALSync(t, "sync") }
+
+func TestGroupAppendBesideWALSyncFails(t *testing.T) { spoolFaultBesideWALSync(t, "write") }
+
+func spoolFaultBesideWALSync(t *testing.T, op string) {
 	var fail atomic.Bool
-	e := newEnv(t, t.TempDir(), nil, "", faultFS{op: "sync", fail: &fail})
+	dir := t.TempDir()
+	e := newEnv(t, dir, nil, "", faultFS{suffix: ".seg", op: op, fail: &fail})
 	e.sopts.BufferBytes = 3000
 	e.copts.Coalesce = 1 << 20
 	e.mustOpenCapture()
@@ -109,6 +116,7 @@ func TestSpoolFsyncBesideWALSyncFails(t *testing.T) {
 	db.SetMaxOpenConns(1)
 	mustExec(t, db, "CREATE TABLE t(v)")
 	checkpointTruncate(t, db)
+	confirmed := e.spool.Status().ConfirmedTxid
 	mustExec(t, db, "INSERT INTO t VALUES (1)")
 	mustExec(t, db, "INSERT INTO t VALUES (2)")
 	fail.Store(true)
@@ -116,13 +124,16 @@ func TestSpoolFsyncBesideWALSyncFails(t *testing.T) {
 	err := db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logf, &ckpt)
 	t.Logf("checkpoint: err %v busy %d log %d ckpt %d", err, busy, logf, ckpt)
 	if err == nil && ckpt > 0 {
-		t.Fatal("a checkpoint copied frames although the spool could not be fsynced")
+		t.Fatalf("a checkpoint copied frames although the spool could not %s", op)
 	}
 	if e.cap.Err() == nil {
-		t.Fatal("capture did not stop after a failed spool fsync")
+		t.Fatalf("capture did not stop after a failed spool %s", op)
 	}
 	if e.spool.Status().Err == nil {
-		t.Fatal("the spool did not stop after a failed fsync")
+		t.Fatalf("the spool did not stop after a failed %s", op)
+	}
+	if c := e.spool.Status().ConfirmedTxid; c != confirmed {
+		t.Fatalf("C moved from %d to %d although the spool failed", confirmed, c)
 	}
 	fail.Store(false)
 	if _, err := db.Exec("INSERT INTO t VALUES (3)"); err == nil {
@@ -130,6 +141,15 @@ func TestSpoolFsyncBesideWALSyncFails(t *testing.T) {
 	}
 	db.Close()
 	e.closeCapture()
+
+	e.mustOpenCapture()
+	defer e.closeCapture()
+	db = e.openDB(true, "journal_mode(wal)", "synchronous(normal)")
+	defer db.Close()
+	if got := queryString(t, db, "SELECT group_concat(v) FROM t"); got != "1,2" {
+		t.Fatalf("rows after reopening: %q, want 1,2", got)
+	}
+	e.checkReplay(db, "after the failed "+op+" beside the WAL sync")
 }
 
 // A WAL sync that failed makes nothing durable. After it, the

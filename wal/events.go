@@ -122,29 +122,37 @@ func (c *Capture) persistConfirmedLocked() error {
 // those are made durable by it), runs it, and then: on failure withdraws
 // the provisional transaction if this connection is committing it (SQLite
 // rolls it back); on success finalizes it, notes what became durable
-// and fsyncs the spool (what was appended before the sync is fsynced
-// beside it). Nothing is confirmed here: C rises only at a persist, after
+// and fsyncs the spool (the held group is appended and fsynced beside
+// the sync). Nothing is confirmed here: C rises only at a persist, after
 // a WAL sync that succeeded. do's error is returned unchanged.
 func (cn *Conn) Sync(do func() error) error {
 	c := cn.c
 	c.mu.Lock()
-	// Final transactions held for coalescing are appended now, before the
-	// WAL sync, and again after it for what finalizes meanwhile; what is
-	// appended is fsynced beside the WAL's fsync, not after it (one wait
-	// for the disk instead of two). Neither appending nor the spool's
-	// fsync confirms anything: the records stay above C until
+	// Final transactions held for coalescing are appended beside the WAL
+	// sync (a goroutine: encoding, hashing and writing a group of up to
+	// Coalesce bytes overlap SQLite's fsync instead of preceding it), and
+	// what is appended is fsynced there too, not after the WAL's fsync
+	// (one wait for the disk instead of two); again after it for what
+	// finalizes meanwhile. Neither appending nor the spool's fsync
+	// confirms anything: the records stay above C until
 	// markDurableLocked and a persist, after the WAL sync succeeded, so a
 	// power loss in between finds them ahead of the WAL, which
-	// reconciliation checks (invariant 4 in docs/arch/wal.md). An error
-	// here fails the sync before it runs.
-	if ferr := c.flushPendingLocked(); ferr != nil {
-		c.mu.Unlock()
-		return ferr
-	}
+	// reconciliation checks (invariant 4 in docs/arch/wal.md). A failed
+	// append fails this sync (after the WAL's fsync ran: as an fsync
+	// error does, it leaves SQLite unsure the WAL is durable, and
+	// capture has stopped).
 	var spoolSynced chan error
-	if c.spool.hasUnsynced() {
+	if c.pend.n > 0 || c.spool.hasUnsynced() {
 		spoolSynced = make(chan error, 1)
-		go func() { spoolSynced <- c.spool.Sync() }()
+		go func() {
+			c.mu.Lock()
+			err := c.flushPendingLocked()
+			c.mu.Unlock()
+			if err == nil {
+				err = c.spool.Sync()
+			}
+			spoolSynced <- err
+		}()
 	}
 	gen, frame := c.genSeq, c.written
 	cn.syncing = true
