@@ -3,8 +3,10 @@ package checkpoint
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"iter"
 	"os"
 	"path/filepath"
@@ -25,11 +27,20 @@ import (
 //	        memory is one page, a write buffer and the object's directory.
 //	verify: the staged file is read back whole (delta.Verify: every frame,
 //	        the directory, the content hash) before anything is uploaded.
-//	upload: one streaming Put of the file under the content-hash key
+//	upload: one Put of the file under the content-hash key
 //	        Layout.Object(kind, id, hash), unconditional: the key names one
 //	        content, so repeating the upload (a resumed job) stores the same
 //	        bytes. The store's hash of what it received must equal the hash
-//	        of the file.
+//	        of the file. A store that can (remote.FilePutter: fsstore on
+//	        the same file system) takes the staging file itself instead of
+//	        a copy of its bytes.
+//
+// Invariant: a staging file is written only by the stage call that
+// created it, before its upload. stage removes any file of that name and
+// creates a new one (O_EXCL), never truncating or rewriting one in place:
+// the file a store took at upload is the object itself, so writing it
+// later (say, a resumed job staging the same action again after a crash
+// left the old file) would change a stored object.
 
 // pageSource yields the pages of a spool page set in a pgno range:
 // *wal.PageSet (deltas), or an imageSource (bases).
@@ -142,7 +153,14 @@ func stage(ctx context.Context, path string, pl *Plan, a *Action, src pageSource
 	if a.Kind == manifest.ObjectBase {
 		kind = delta.KindBase
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A new file, never an old one truncated (the invariant above): an
+	// old one (a resumed job's, left by a crash) loses its name first.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		if err = os.Remove(path); err == nil {
+			f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: job %s action %d: create staging file: %w", pl.Job, a.Index, err)
 	}
@@ -210,7 +228,9 @@ func stage(ctx context.Context, path string, pl *Plan, a *Action, src pageSource
 	// No fsync: a staging file never outlives this run's use of it. It is
 	// verified and uploaded from here (reads see the written bytes), and
 	// after a crash every staging file is stale and swept at the start of
-	// the next cycle (Publisher.sweep): a resumed job stages again.
+	// the next cycle (Publisher.sweep): a resumed job stages again. (A
+	// store that took the file as an object has fsynced it; the sweep
+	// removes only the staging name.)
 	st.sum, st.fileHash = sum, fh.Sum64()
 	if err := verifyStaged(st); err != nil {
 		return nil, fmt.Errorf("checkpoint: job %s action %d: staged object failed verification: %w", pl.Job, a.Index, err)
@@ -251,12 +271,11 @@ func objectAdded(layout remote.Layout, pl *Plan, a *Action, size int64, hash uin
 }
 
 // upload sends a staged object to the store under its content-hash key
-// and checks that the store received exactly the staged bytes.
+// and checks that the store received exactly the staged bytes. The store
+// may keep the staging file as the object (remote.PutFile): from here on
+// it is never written (the invariant above).
 func upload(ctx context.Context, store remote.Store, key string, st *staged) error {
-	if _, err := st.f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	res, err := store.Put(ctx, key, st.f, remote.PutOptions{Size: st.sum.Size})
+	res, err := remote.PutFile(ctx, store, key, st.f, remote.PutOptions{Size: st.sum.Size})
 	if err != nil {
 		return fmt.Errorf("checkpoint: upload %s: %w", key, err)
 	}

@@ -39,8 +39,8 @@ import (
 //	          stored. Nothing is in the store, or (after a power loss that
 //	          rolled lazy progress back) objects uploaded under the plan's
 //	          keys, which the resumed job uploads again, same bytes.
-//	staged    some action's object was staged; actions listed in the
-//	          progress are uploaded, the rest are not.
+//	staged    some actions' objects were uploaded (listed in the
+//	          progress), the rest are not.
 //	uploaded  every object is in the store; the record is not known to be
 //	          in the log.
 //	published the record is in the log and applied to the catalog: the
@@ -151,6 +151,19 @@ type jobRun struct {
 	src          pageSource // the page set (deltas) or the image record
 	pgnos        []uint32
 	spoolRelease func()
+
+	// The directory of the last action's delta, kept in memory for the
+	// record, which is built right after it (no file to write, read and
+	// remove); lastDirAt is its action index, -1 if none. Other actions'
+	// directories wait in files (dirName). Bounded by one object's
+	// directory, which staging held in memory anyway.
+	lastDir   []byte
+	lastDirAt int
+	// wroteFiles: this run wrote a directory file, which finish removes.
+	wroteFiles bool
+	// leased: the catalog lease is known to be held (StartNewJob stored
+	// it with the job), so lease need not read the leases back.
+	leased bool
 }
 
 // release drops the in-memory resources of the run (page set, spool
@@ -184,9 +197,10 @@ func (r *jobRun) closeSource() {
 //     the spool with the same ids and bytes, so the same keys, and
 //     uploaded again (the first upload is simply repeated, as after a
 //     crash between an upload and its save).
-//   - published: the record was applied to the catalog by a durable
-//     commit before this save, so recovery finds it there (findRecord)
-//     and marks the job published again.
+//   - published (saved with completed, in finish's one commit): the
+//     record was applied to the catalog by a durable commit before it, so
+//     recovery finds it there (findRecord) and marks the job published
+//     again.
 //
 // The job's creation (StartNewJob) and the record's application are the
 // durable commits; every lazy save after one of them is made durable by
@@ -230,7 +244,7 @@ func (p *Publisher) createJob(pl *Plan) (*jobRun, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: create job %s (txids %d..%d): %w", id, pl.From, pl.To, err)
 	}
-	r := &jobRun{p: p, id: pl.Job, pl: pl, state: manifest.JobPlanned}
+	r := &jobRun{p: p, id: pl.Job, pl: pl, state: manifest.JobPlanned, lastDirAt: -1, leased: true}
 	p.setJob(r.id, r.state)
 	if err := r.hook(AtPlanned, -1, ""); err != nil {
 		return r, err
@@ -277,6 +291,25 @@ func (r *jobRun) run(ctx context.Context) error {
 // holder) and the spool lease (truncation waits for it). Either failing
 // fails the job loudly; nothing is staged without them.
 func (r *jobRun) lease() error {
+	if !r.leased {
+		if err := r.catalogLease(); err != nil {
+			return err
+		}
+		r.leased = true
+	}
+	if r.spoolRelease == nil {
+		rel, err := r.p.cfg.Spool.Lease(r.pl.From, r.pl.To, "checkpoint job "+r.id)
+		if err != nil {
+			return permanent(fmt.Errorf("checkpoint: job %s: lease spool txids %d..%d: %w", r.id, r.pl.From, r.pl.To, err))
+		}
+		r.spoolRelease = rel
+	}
+	return nil
+}
+
+// catalogLease registers the job's catalog lease unless it holds it (a
+// resumed job registered it before the crash).
+func (r *jobRun) catalogLease() error {
 	cat := r.p.cfg.Catalog
 	held, err := cat.Leases(LeaseKind)
 	if err != nil {
@@ -292,13 +325,6 @@ func (r *jobRun) lease() error {
 		if _, err := cat.RegisterLease(manifest.Lease{Holder: r.id, Kind: LeaseKind, MinTxid: r.pl.From, MaxTxid: r.pl.To}); err != nil {
 			return permanent(fmt.Errorf("checkpoint: job %s: register lease on txids %d..%d: %w", r.id, r.pl.From, r.pl.To, err))
 		}
-	}
-	if r.spoolRelease == nil {
-		rel, err := r.p.cfg.Spool.Lease(r.pl.From, r.pl.To, "checkpoint job "+r.id)
-		if err != nil {
-			return permanent(fmt.Errorf("checkpoint: job %s: lease spool txids %d..%d: %w", r.id, r.pl.From, r.pl.To, err))
-		}
-		r.spoolRelease = rel
 	}
 	return nil
 }
@@ -368,9 +394,10 @@ func (r *jobRun) action(ctx context.Context, i int) (err error) {
 		os.Remove(path)
 		res.Close()
 	}()
-	if err := r.save(manifest.JobStaged, fmt.Sprintf("staged action %d of %d", i+1, len(r.pl.Actions))); err != nil {
-		return err
-	}
+	// No save here: staging changes nothing recovery reads (the progress
+	// lists uploads; planned, staged and uploaded jobs resume alike). The
+	// row moves on after the upload.
+	r.p.setJob(r.id, manifest.JobStaged)
 	if err := r.hook(AtStaged, i, path); err != nil {
 		return err
 	}
@@ -384,14 +411,20 @@ func (r *jobRun) action(ctx context.Context, i int) (err error) {
 	if a.Kind == manifest.ObjectDelta {
 		// The record carries each delta's directory to the catalog (else
 		// it reads it back from the object). It waits on disk, not in
-		// memory, while the other actions stage; if it is lost (a sweep
-		// after a failure), the catalog reads it from the store.
+		// memory, while the other actions stage (the last action's, in
+		// memory: the record is next); if it is lost (a sweep after a
+		// failure, a resumed run), the catalog reads it from the store.
 		dir, err := delta.EncodeDirectory(st.sum)
 		if err != nil {
 			return permanent(err)
 		}
-		if err := os.WriteFile(dirName(path), dir, 0o644); err != nil {
-			os.Remove(dirName(path))
+		if i == len(r.pl.Actions)-1 {
+			r.lastDir, r.lastDirAt = dir, i
+		} else {
+			r.wroteFiles = true
+			if err := os.WriteFile(dirName(path), dir, 0o644); err != nil {
+				os.Remove(dirName(path))
+			}
 		}
 	}
 	r.prog.Uploaded = append(r.prog.Uploaded, uploadedObject{Size: st.sum.Size, Hash: fmt.Sprintf("%016x", st.sum.Hash)})
@@ -417,7 +450,11 @@ func (r *jobRun) record() (*manifest.Record, error) {
 			return nil, err
 		}
 		var dir []byte
-		if a.Kind == manifest.ObjectDelta {
+		switch {
+		case a.Kind != manifest.ObjectDelta:
+		case i == r.lastDirAt:
+			dir = r.lastDir
+		default:
 			dir, _ = os.ReadFile(dirName(stagingName(r.p.cfg.StagingDir, r.id, i)))
 		}
 		o, err := objectAdded(r.p.layout, r.pl, a, u.Size, h, dir)
@@ -472,11 +509,15 @@ func (r *jobRun) publish(ctx context.Context) error {
 	return r.markPublished(rec.Seq)
 }
 
+// markPublished records that the job's record (seq) is in the catalog. In
+// memory only: the row becomes published and completed in finish's one
+// lazy commit (manifest.Catalog.CompletePublishedLazy). A crash before it
+// leaves the row in its earlier state, and recovery finds the record in
+// the catalog (findRecord), as after losing a lazy published save.
 func (r *jobRun) markPublished(seq uint64) error {
 	r.prog.Seq = seq
-	if err := r.save(manifest.JobPublished, fmt.Sprintf("published seq %d", seq)); err != nil {
-		return err
-	}
+	r.state = manifest.JobPublished
+	r.p.setJob(r.id, r.state)
 	r.p.notePublished()
 	return r.hook(AtPublished, -1, "")
 }
@@ -487,8 +528,9 @@ func (r *jobRun) markPublished(seq uint64) error {
 // job that crashed half-way through finish resumes here.
 //
 // The catalog lease and the job row are ended last, in one lazy commit
-// (manifest.Catalog.FinishJobLazy): its loss leaves a job whose record is
-// in the catalog, which recovery finishes again.
+// that also records the published state (manifest.Catalog.
+// CompletePublishedLazy): its loss leaves a job whose record is in the
+// catalog, which recovery marks published and finishes again.
 func (r *jobRun) finish() error {
 	p := r.p
 	if r.spoolRelease != nil {
@@ -507,12 +549,21 @@ func (r *jobRun) finish() error {
 	if err := r.hook(AtTruncated, -1, ""); err != nil {
 		return err
 	}
-	removeStaging(p.cfg.StagingDir, r.id)
+	if r.wroteFiles {
+		// Else every staging file of this run was removed by its action
+		// (one left by a failed removal goes with the next sweep).
+		removeStaging(p.cfg.StagingDir, r.id)
+	}
+	r.lastDir = nil
 	if r.qjob != nil {
 		r.qjob.Close()
 		r.qjob = nil
 	}
-	if err := p.cfg.Catalog.FinishJobLazy(r.id, manifest.JobCompleted, ""); err != nil {
+	prog, err := json.Marshal(r.prog)
+	if err != nil {
+		return err
+	}
+	if err := p.cfg.Catalog.CompletePublishedLazy(r.id, fmt.Sprintf("published seq %d", r.prog.Seq), prog); err != nil {
 		return fmt.Errorf("checkpoint: job %s: finish: %w", r.id, err)
 	}
 	r.state = manifest.JobCompleted
@@ -690,7 +741,7 @@ func (p *Publisher) recoverJob(ctx context.Context, j manifest.Job) error {
 		}
 		return p.abandon(j.ID, err)
 	}
-	r := &jobRun{p: p, id: j.ID, pl: pl, prog: pr, state: j.State}
+	r := &jobRun{p: p, id: j.ID, pl: pl, prog: pr, state: j.State, lastDirAt: -1}
 	defer r.release()
 	if j.StartedAt.IsZero() {
 		if err := p.cfg.Catalog.StartJob(j.ID); err != nil { // a crash before the first start

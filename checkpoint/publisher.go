@@ -129,6 +129,10 @@ type Publisher struct {
 	tenant *quota.Tenant
 
 	runMu sync.Mutex // one cycle at a time
+	// clean (under runMu): recover ran and every job since completed, so
+	// no publish job is unfinished and the staging folder holds nothing
+	// stale: the next cycle need not recover.
+	clean bool
 
 	notified atomic.Uint64 // the newest txid Notify saw (Notify's fast path)
 
@@ -208,6 +212,14 @@ func New(cfg Config) (*Publisher, error) {
 	// this publisher's takeover: losing the role later never leads to a
 	// second, silent takeover.
 	p.tookOver = cfg.Writer.Epoch() != 0
+	if at := cfg.Writer.Renewed(); p.tookOver && !at.IsZero() {
+		// The lease in head was written then (by the takeover): no
+		// renewal is due before RenewEvery from it. A clock that
+		// disagrees with ours is ignored.
+		if since := time.Since(at); since >= 0 && since < cfg.RenewEvery {
+			p.lastHead = at
+		}
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if cfg.NoLoop {
 		close(p.done)
@@ -540,18 +552,31 @@ func (p *Publisher) scan(tip manifest.Tip, confirmed uint64) (Range, *wal.PageSe
 }
 
 // cycle is one round of publishing: take the writer role if needed,
-// resume or abandon unfinished jobs, then publish everything confirmed.
-// It returns the published boundary.
-func (p *Publisher) cycle(ctx context.Context) (uint64, error) {
+// resume or abandon unfinished jobs, then (if publish) publish everything
+// confirmed. It returns the published boundary.
+//
+// Recovery is skipped while p.clean: it looks for jobs this publisher
+// left unfinished, and there are none when every job since the last
+// recovery completed (a job that fails clears clean first).
+func (p *Publisher) cycle(ctx context.Context, publish bool) (uint64, error) {
 	cat := p.cfg.Catalog
 	if err := p.ensureWriter(ctx); err != nil {
 		return 0, err
 	}
-	if err := p.recover(ctx); err != nil {
-		return 0, err
+	if !p.clean {
+		if err := p.recover(ctx); err != nil {
+			return 0, err
+		}
+		p.clean = true
 	}
 	if err := p.truncate(cat.Tip().Txid); err != nil {
 		p.logf("%v", err)
+	}
+	if !publish {
+		if err := p.renew(ctx); err != nil {
+			return 0, err
+		}
+		return cat.Tip().Txid, nil
 	}
 	confirmed, err := p.cfg.Capture.SyncForPublish()
 	if err != nil {
@@ -574,6 +599,7 @@ func (p *Publisher) cycle(ctx context.Context) (uint64, error) {
 			}
 			return 0, p.halt(err)
 		}
+		p.clean = false // until the job completes
 		r, err := p.createJob(pl)
 		if r == nil {
 			if ps != nil {
@@ -592,6 +618,7 @@ func (p *Publisher) cycle(ctx context.Context) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
+		p.clean = r.state == manifest.JobCompleted
 		published = true
 	}
 	if published {
@@ -630,7 +657,7 @@ func (p *Publisher) renew(ctx context.Context) error {
 
 // runCycle runs one cycle with the bookkeeping waiters rely on. The
 // caller holds runMu.
-func (p *Publisher) runCycle(ctx context.Context, closing bool) (uint64, error) {
+func (p *Publisher) runCycle(ctx context.Context, closing, publish bool) (uint64, error) {
 	p.mu.Lock()
 	err := p.usableLocked()
 	if err == nil && p.closing && !closing {
@@ -646,7 +673,7 @@ func (p *Publisher) runCycle(ctx context.Context, closing bool) (uint64, error) 
 	p.running = true
 	p.mu.Unlock()
 
-	txid, err := p.cycle(ctx)
+	txid, err := p.cycle(ctx, publish)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -667,7 +694,7 @@ func (p *Publisher) runCycle(ctx context.Context, closing bool) (uint64, error) 
 func (p *Publisher) PublishNow(ctx context.Context) (uint64, error) {
 	p.runMu.Lock()
 	defer p.runMu.Unlock()
-	return p.runCycle(ctx, false)
+	return p.runCycle(ctx, false, true)
 }
 
 // loop is the background publisher: it runs a cycle every Interval when
@@ -675,6 +702,12 @@ func (p *Publisher) PublishNow(ctx context.Context) (uint64, error) {
 // WaitLag) or when the spool holds SpoolBytes. After a failed cycle it
 // waits min(Interval, 1s) before trying again, kicked or not, so an
 // unreachable store is not hammered while waiters still hear back soon.
+//
+// The first cycle runs at once but only recovers (resumes or abandons
+// unfinished jobs, renews the lease if due): transactions already in the
+// spool are published an Interval later, like any others, unless a kick
+// or the spool's size asks for them sooner. (A database opened, written
+// and closed within an Interval is then published once, at Close.)
 func (p *Publisher) loop() {
 	defer close(p.done)
 	poll := min(max(p.cfg.Interval/4, 10*time.Millisecond), 250*time.Millisecond)
@@ -700,16 +733,17 @@ func (p *Publisher) loop() {
 			return
 		}
 		since := time.Since(last)
-		due := last.IsZero() ||
-			st.LastTxid > published && (since >= p.cfg.Interval || kicked ||
-				p.cfg.SpoolBytes > 0 && st.Bytes >= p.cfg.SpoolBytes) ||
+		first := last.IsZero()
+		asked := kicked || p.cfg.SpoolBytes > 0 && st.Bytes >= p.cfg.SpoolBytes
+		due := first ||
+			st.LastTxid > published && (since >= p.cfg.Interval || asked) ||
 			since >= p.cfg.RenewEvery
 		if failed && since < min(p.cfg.Interval, time.Second) {
 			due = false
 		}
 		if due {
 			p.runMu.Lock()
-			_, err := p.runCycle(p.ctx, false)
+			_, err := p.runCycle(p.ctx, false, !first || asked)
 			p.runMu.Unlock()
 			last, failed, kicked = time.Now(), err != nil, false
 			if err != nil && !errors.Is(err, context.Canceled) {
@@ -947,6 +981,16 @@ func (p *Publisher) Close(ctx context.Context) error {
 	p.closing = true
 	p.broadcastLocked()
 	p.mu.Unlock()
+	// A cycle of the loop under way is let finish, not cancelled: it does
+	// what the final cycle would do, while one cut short leaves its job
+	// unfinished for the final cycle to recover (stage and upload its
+	// objects again). The kick wakes an idle loop, which sees closing and
+	// returns; ctx bounds the wait.
+	p.kick()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+	}
 	p.cancel()
 	<-p.done
 
@@ -962,7 +1006,7 @@ func (p *Publisher) Close(ctx context.Context) error {
 		// cycle or the release fails, head lags, which is normal.
 		p.cfg.Writer.HoldHead(true)
 		defer p.cfg.Writer.HoldHead(false)
-		if _, err := p.runCycle(ctx, true); err != nil {
+		if _, err := p.runCycle(ctx, true, true); err != nil {
 			errs = append(errs, err)
 		} else if p.cfg.Writer.Epoch() != 0 {
 			if err := p.cfg.Writer.Release(ctx); err != nil {

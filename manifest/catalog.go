@@ -96,6 +96,19 @@ type meta struct {
 func Open(path string, opts Options) (*Catalog, error) {
 	_, statErr := os.Stat(path)
 	creating := errors.Is(statErr, os.ErrNotExist)
+	if creating {
+		// A WAL left without its database is removed by SQLite at the
+		// first read (the database has no page); such a file is created
+		// the slow way, through SQLite, rather than under that WAL.
+		if _, err := os.Stat(path + "-wal"); !errors.Is(err, os.ErrNotExist) {
+			creating = false
+		}
+	}
+	if creating {
+		if err := writeTemplate(path); err != nil {
+			return nil, err
+		}
+	}
 	name := path
 	if opts.VFS != "" {
 		// A URI names the VFS; '?', '#' and '%' in the path are escaped.
@@ -120,21 +133,11 @@ func (c *Catalog) init(creating bool, opts Options) error {
 	// locking_mode=EXCLUSIVE: the first transaction takes the file lock
 	// and keeps it until Close, so two processes never share a catalog.
 	// WAL + synchronous=FULL: every commit is durable and atomic (but
-	// see txLazy). A new file is switched to WAL under synchronous=NORMAL:
-	// that switch is a rollback-journal transaction writing page 1, which
-	// NORMAL still makes durable (journal, then file, each fsynced once;
-	// FULL adds a second journal fsync and one of the folder). Page 1 must
-	// be durable before any WAL commit is: SQLite discards the WAL of an
-	// empty file.
-	pragmas := []string{"PRAGMA busy_timeout = 0", "PRAGMA locking_mode = EXCLUSIVE"}
-	if creating {
-		pragmas = append(pragmas, "PRAGMA synchronous = NORMAL")
-	}
-	pragmas = append(pragmas, "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL")
-	for _, p := range pragmas {
-		if err := c.conn.Exec(p); err != nil {
-			return c.openErr(err)
-		}
+	// see txLazy). A new catalog (creating) is the template (template.go),
+	// already in WAL mode and durable: page 1 must be durable before any
+	// WAL commit is, as SQLite discards the WAL of an empty file.
+	if err := c.conn.Exec("PRAGMA busy_timeout = 0; PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL"); err != nil {
+		return c.openErr(err)
 	}
 	var version int
 	if _, err := c.queryOne("PRAGMA user_version", nil, func(s *sqlite3.Stmt) error {
@@ -198,7 +201,7 @@ func (c *Catalog) init(creating bool, opts Options) error {
 		return err
 	}
 	if !found {
-		if err := c.createMeta(opts); err != nil {
+		if err := c.createMeta(opts, creating); err != nil {
 			return err
 		}
 	} else if err := c.checkOptions(opts); err != nil {
@@ -247,13 +250,24 @@ func (c *Catalog) metaInsert(opts Options) (func() error, error) {
 }
 
 // createMeta inserts the meta row of a catalog that has the schema but
-// none (durably).
-func (c *Catalog) createMeta(opts Options) error {
+// none: durably, except in a new catalog (creating: the template), where
+// it commits with no sync at all (txCreate). Its loss leaves the template,
+// whose next open inserts it again; the first durable commit (the first
+// record applied) fsyncs the WAL and the row with it. No sync is skipped
+// that a later commit relies on: the WAL is new (the template is
+// checkpointed, and a leftover WAL makes Open create the slow way), so no
+// older frame exists that an unsynced WAL header could let through (the
+// hazard NORMAL's header sync at a WAL restart guards against).
+func (c *Catalog) createMeta(opts Options, creating bool) error {
 	ins, err := c.metaInsert(opts)
 	if err != nil {
 		return err
 	}
-	if err := c.tx(ins); err != nil {
+	tx := c.tx
+	if creating {
+		tx = c.txCreate
+	}
+	if err := tx(ins); err != nil {
 		return c.openErr(err)
 	}
 	found, err := c.loadMeta()

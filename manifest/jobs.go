@@ -262,6 +262,43 @@ func (c *Catalog) FinishJobLazy(id string, state JobState, lastErr string) error
 	return c.finishJob(id, state, lastErr, true)
 }
 
+// CompletePublishedLazy ends a job whose publish record is in the catalog
+// (the caller found it there, or applied it) in one lazy commit: the job
+// moves through published (if not there yet) to completed, with its final
+// phase and progress, and its leases are released. It saves a separate
+// commit of the published state: losing this one (a power loss) leaves
+// the job in its earlier saved state, and since its record is in the
+// catalog, recovery marks it published and finishes it again, exactly as
+// after losing a lazy published save.
+func (c *Catalog) CompletePublishedLazy(id, phase string, progress []byte) error {
+	if err := c.lock(); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	return c.txLazy(func() error {
+		cur, err := c.jobStateLocked(id)
+		if err != nil {
+			return err
+		}
+		if cur != JobPublished && !cur.CanMoveTo(JobPublished) {
+			return fmt.Errorf("%w: job %s: %s -> %s", ErrJobTransition, id, cur, JobCompleted)
+		}
+		if err := c.exec("UPDATE jobs SET state = ?, phase = ?, progress = ?, last_error = '', updated_at = ? WHERE id = ?",
+			string(JobCompleted), phase, progress, c.now().UnixMilli(), id); err != nil {
+			return err
+		}
+		if err := c.exec("DELETE FROM leases WHERE holder = ?", id); err != nil {
+			return err
+		}
+		if n := c.conn.Changes(); n > 0 {
+			if err := c.logChange("lease release", fmt.Sprintf("%d of %s", n, id)); err != nil {
+				return err
+			}
+		}
+		return c.logChange("job finish", fmt.Sprintf("%s %s %s", id, JobCompleted, phase))
+	})
+}
+
 func (c *Catalog) finishJob(id string, state JobState, lastErr string, lazy bool) error {
 	if !state.Finished() {
 		return fmt.Errorf("%w: job %s: %q is not a final state", ErrJobTransition, id, state)

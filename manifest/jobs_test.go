@@ -115,3 +115,50 @@ func TestJobTransitions(t *testing.T) {
 		t.Fatalf("unknown job: %v", err)
 	}
 }
+
+// CompletePublishedLazy ends a job from any state that may move to
+// published (or from published), with its phase and progress, releasing
+// its leases; from completed or abandoned it is refused and changes
+// nothing.
+func TestCompletePublishedLazy(t *testing.T) {
+	c := newTestCatalog(t, 4)
+	for i, from := range []JobState{JobPlanned, JobStaged, JobUploaded, JobPublished, JobCompleted, JobAbandoned} {
+		id := fmt.Sprintf("job-%d", i)
+		if err := c.CreateJob(id, "test", []byte("plan")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.RegisterLease(Lease{Holder: id, Kind: "spool", MinTxid: uint64(10 * i), MaxTxid: uint64(10*i + 5)}); err != nil {
+			t.Fatal(err)
+		}
+		switch from {
+		case JobPlanned:
+		case JobCompleted:
+			must(t, c.SaveProgress(id, JobPublished, "p", nil))
+			must(t, c.FinishJob(id, JobCompleted, ""))
+		case JobAbandoned:
+			must(t, c.FinishJob(id, JobAbandoned, "why"))
+		default:
+			must(t, c.SaveProgress(id, from, "p", []byte("old")))
+		}
+		before, err := c.GetJob(id)
+		must(t, err)
+		err = c.CompletePublishedLazy(id, "published seq 7", []byte(`{"seq":7}`))
+		after, gerr := c.GetJob(id)
+		must(t, gerr)
+		ls, lerr := c.Leases("spool")
+		must(t, lerr)
+		held := false
+		for _, l := range ls {
+			held = held || l.Holder == id
+		}
+		if from.Finished() {
+			if !errors.Is(err, ErrJobTransition) || after.State != before.State || after.Phase != before.Phase {
+				t.Fatalf("from %s: %v, now %s %q", from, err, after.State, after.Phase)
+			}
+			continue
+		}
+		if err != nil || after.State != JobCompleted || after.Phase != "published seq 7" || string(after.Progress) != `{"seq":7}` || held {
+			t.Fatalf("from %s: %v, now %+v, lease held %v", from, err, after, held)
+		}
+	}
+}

@@ -185,6 +185,23 @@ func (c *Catalog) txLazy(fn func() error) (err error) {
 	return c.tx(fn)
 }
 
+// txCreate is txLazy with no sync at all (synchronous=OFF), for the meta
+// row of a new catalog only: its commit writes the first frames of a new
+// WAL (see Catalog.createMeta for why that needs no header sync). Its
+// loss leaves a catalog that is created again.
+func (c *Catalog) txCreate(fn func() error) (err error) {
+	if err := c.exec("PRAGMA synchronous = OFF"); err != nil {
+		return err
+	}
+	defer func() {
+		if perr := c.exec("PRAGMA synchronous = FULL"); perr != nil {
+			c.broken = fmt.Errorf("manifest: catalog %s: restore synchronous=FULL: %w", c.path, perr)
+			err = errors.Join(err, c.broken)
+		}
+	}()
+	return c.tx(fn)
+}
+
 // txFor is txLazy if lazy, tx otherwise.
 func (c *Catalog) txFor(lazy bool) func(func() error) error {
 	if lazy {

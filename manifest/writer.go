@@ -732,6 +732,19 @@ func (w *Writer) Renew(ctx context.Context) error {
 	return w.putOwnHead(ctx, next)
 }
 
+// Renewed is when this writer last wrote its head (takeover, publish,
+// renewal), by WriterOptions.Now, or the zero time while it is not the
+// writer. A publisher started right after a takeover uses it to not renew
+// a lease that was just written.
+func (w *Writer) Renewed() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.epoch == 0 || w.head.RenewedMs == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(w.head.RenewedMs)
+}
+
 // Release hands the database off (planned, at Close): it writes a release
 // record and marks head released, so the next writer need not wait for
 // the lease to expire. The Writer is no longer the writer afterwards.

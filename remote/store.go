@@ -12,7 +12,9 @@ package remote
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"time"
 )
 
@@ -109,4 +111,75 @@ type Store interface {
 	// only: no hot path may list. fn returning an error stops the listing
 	// with that error (errors.Is matches it).
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+}
+
+// ConditionEnforcer is an optional interface of a Store whose conditional
+// puts are decided by bop's own code (fsstore: link and compare-and-rename
+// under its lock, on a file system it checked when opened), so that they
+// cannot be ignored the way a server's can. manifest.ProbeStore exists to
+// catch a server that ignores If-None-Match or If-Match; a store that
+// declares this is not probed (EnforcesConditions).
+//
+// Only a backend declares it. A wrapper must not forward it unless it
+// passes every conditional put through unchanged: a store that does not
+// declare it is probed, which is always safe.
+type ConditionEnforcer interface {
+	// EnforcesConditions reports that every IfNoneMatch and IfMatch put
+	// is enforced as Store.Put documents, by construction.
+	EnforcesConditions() bool
+}
+
+// EnforcesConditions reports whether s declares that it enforces
+// conditional puts by construction (ConditionEnforcer).
+func EnforcesConditions(s Store) bool {
+	c, ok := s.(ConditionEnforcer)
+	return ok && c.EnforcesConditions()
+}
+
+// FilePutter is an optional interface of a Store that can store a local
+// file without copying its bytes (fsstore: a hard link to the file, on
+// the same file system). The checkpoint publisher stages every object in
+// a file first; a store that takes the file saves writing its bytes a
+// second time.
+//
+// Wrappers forward it when they pass puts through unchanged (cache);
+// callers use PutFile, which falls back to Put.
+type FilePutter interface {
+	// PutFile stores the bytes of f (from offset 0 to its end, which must
+	// be opts.Size when that is known) under key, exactly as Put with
+	// those bytes would: same conditions, same result, PutResult.XXH64
+	// the hash of the bytes stored. f stays open and owned by the caller.
+	//
+	// The store may keep f's file itself as the object. So the caller
+	// hands the file over: it must never write to it, through any
+	// descriptor or name, once PutFile is called (it may read it, close
+	// it and remove its name). A store that cannot take the file (another
+	// file system, a file with more than one name) copies its bytes.
+	PutFile(ctx context.Context, key string, f *os.File, opts PutOptions) (PutResult, error)
+}
+
+// PutFile stores the bytes of f under key: by s's PutFile when s is a
+// FilePutter (see its rule: f must never be written again), else by Put
+// with f's bytes from offset 0 (fileBody).
+func PutFile(ctx context.Context, s Store, key string, f *os.File, opts PutOptions) (PutResult, error) {
+	if fp, ok := s.(FilePutter); ok {
+		return fp.PutFile(ctx, key, f, opts)
+	}
+	body, err := fileBody(f)
+	if err != nil {
+		return PutResult{}, fmt.Errorf("remote: put %q: %w", key, err)
+	}
+	return s.Put(ctx, key, body, opts)
+}
+
+// fileBody is a Put body of f's bytes from offset 0 to its size now,
+// independent of f's offset: a section reader, which a backend may read
+// at any offset and rewind (an io.ReaderAt and io.Seeker of the file's
+// exact length, as s3store's sectioned upload needs).
+func fileBody(f *os.File) (*io.SectionReader, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return io.NewSectionReader(f, 0, fi.Size()), nil
 }

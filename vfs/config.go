@@ -55,6 +55,8 @@ type Config struct {
 	Name string
 	// CacheDir holds cached byte ranges of remote objects. Default: the
 	// database's -bop/cache folder. CacheBytes bounds it (default 256 MiB).
+	// The embedded default store (Remote "") is not cached: its objects
+	// are on local disk already.
 	CacheDir   string
 	CacheBytes int64
 	// Durability: Async (default) or Sync.

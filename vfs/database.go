@@ -34,7 +34,7 @@ import (
 //	    image        presence bitmap, only while the image is sparse
 //	    catalog.db   the manifest catalog (created by the publisher)
 //	    store/       the embedded default remote store
-//	    cache/       remote byte-range cache (default CacheDir)
+//	    cache/       remote byte-range cache (default CacheDir; none for the embedded store)
 type database struct {
 	v     *VFS
 	cfg   Config
@@ -55,9 +55,12 @@ type database struct {
 	mainFD    *os.File
 	inner     remote.Store // the backend
 	store     remote.Store // the backend through the cache (and, in tests, a fault wrapper)
-	catalog   *manifest.Catalog
-	writer    *manifest.Writer
-	pub       atomic.Pointer[checkpoint.Publisher]
+	// enforcesConditions: the store declares it enforces conditional
+	// puts by construction (remote.ConditionEnforcer): it is not probed.
+	enforcesConditions bool
+	catalog            *manifest.Catalog
+	writer             *manifest.Writer
+	pub                atomic.Pointer[checkpoint.Publisher]
 
 	// roleMu serialises a late start of the publisher (ensurePublisher);
 	// startErr is why it could not start (sticky).
@@ -213,6 +216,11 @@ func lookupRef(path string, v *VFS) *database {
 	}
 }
 
+// openTestHook, if set (tests), is called at points of the open sequence
+// ("meta-written": a first open's meta.json is durable); an error stops
+// the open there, leaving the files as a crash at that point would.
+var openTestHook func(stage string) error
+
 // openFlags is what the open sequence needs to know of SQLite's flags and
 // the URI's parameters.
 type openFlags struct {
@@ -301,6 +309,11 @@ func (d *database) open(flags openFlags) (err error) {
 		if err := writeMeta(d.dir, m); err != nil {
 			return err
 		}
+		if openTestHook != nil {
+			if err := openTestHook("meta-written"); err != nil {
+				return err
+			}
+		}
 	}
 
 	if ps := d.knownPageSize(); ps != 0 && !flags.readOnly && (d.writer == nil || d.writer.Epoch() == 0) {
@@ -351,8 +364,10 @@ func (d *database) open(flags openFlags) (err error) {
 	}
 	st := d.seal.state()
 	st.busy, st.open, st.main, st.wal = false, true, mainSt, fileStat{}
-	if err := d.seal.save(st); err != nil {
-		return err
+	if st != d.seal.state() { // a first open saved it already (openLocal)
+		if err := d.seal.save(st); err != nil {
+			return err
+		}
 	}
 	if last := d.spool.Status().LastTxid; last > 0 {
 		d.lagSince = d.start
@@ -377,7 +392,17 @@ func (d *database) firstOpen(ctx context.Context, flags openFlags, name string) 
 	// meta.json would exist), except a rebuild's takeover, which the
 	// store still has. A bitmap means the main file is a sparse seed,
 	// holes only: it goes too.
-	if _, err := os.Stat(filepath.Join(d.dir, imageFileName)); err == nil {
+	// One listing of the folder finds them (usually none: a new folder
+	// holds only the lock and the store).
+	ents, err := os.ReadDir(d.dir)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", d.dir, err)
+	}
+	present := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		present[e.Name()] = true
+	}
+	if present[imageFileName] {
 		for _, p := range []string{d.path, d.path + "-wal", d.path + "-shm"} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return nil, 0, fmt.Errorf("remove leftover %s: %w", p, err)
@@ -385,6 +410,9 @@ func (d *database) firstOpen(ctx context.Context, flags openFlags, name string) 
 		}
 	}
 	for _, p := range []string{"spool", sealFileName, imageFileName, "catalog.db", "catalog.db-wal", "catalog.db-shm", "staging"} {
+		if !present[p] {
+			continue
+		}
 		if err := os.RemoveAll(filepath.Join(d.dir, p)); err != nil {
 			return nil, 0, fmt.Errorf("remove leftover %s: %w", p, err)
 		}
@@ -462,6 +490,14 @@ func (d *database) openLocal(first bool, adoptPS uint32) (err error) {
 		if d.seal, _, err = openSeal(d.dir, true); err != nil {
 			return err
 		}
+		// The seal is valid before meta.json makes this state the
+		// database's: a crash between the two must reopen, and an empty
+		// seal would not (ErrBadState). It is the state step 7 of open
+		// saves (open, the main file as it is now), so that save is
+		// skipped when nothing changed meanwhile: one fsync, as before.
+		if err := d.seal.save(sealState{open: true, main: mainSt}); err != nil {
+			return err
+		}
 	} else {
 		if m.Tenant != cfg.Tenant || m.Name != d.layout.DB {
 			return fmt.Errorf("its bop state (%s) belongs to database %s/%s, but it is being opened as %s/%s: set Config.Tenant and Name (or bop_name) to match",
@@ -477,7 +513,7 @@ func (d *database) openLocal(first bool, adoptPS uint32) (err error) {
 			return err
 		}
 	}
-	spoolOpts := wal.SpoolOptions{BufferBytes: spoolBufferBytes, MaxBytes: cfg.spoolMax(), AppendTimeout: spoolFullWait}
+	spoolOpts := wal.SpoolOptions{FS: testSpoolFS, BufferBytes: spoolBufferBytes, MaxBytes: cfg.spoolMax(), AppendTimeout: spoolFullWait}
 	if d.spool, err = wal.OpenSpool(filepath.Join(d.dir, "spool"), spoolOpts); err != nil {
 		return err
 	}

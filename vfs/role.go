@@ -141,17 +141,26 @@ func removeCatalog(path string) error {
 func (d *database) takeRole(pageSize uint32) (rebuild, error) {
 	ctx, cancel := context.WithTimeout(d.ctx, roleTimeout)
 	defer cancel()
-	storeProbed := false
+	// A store that enforces conditional puts by construction (the
+	// embedded fsstore: remote.ConditionEnforcer) has nothing a probe
+	// could find; every other store is probed before anything is
+	// written to it.
+	storeProbed := d.enforcesConditions
 	if d.catalog == nil {
 		// The store probe (manifest.ProbeStore) needs no catalog: it runs
 		// while the catalog is opened or created (both mostly wait for
 		// fsyncs), and the writer made below does not probe again. A
 		// failed probe only means the takeover probes itself (and fails
 		// the same way if the store cannot fence).
-		probe := make(chan error, 1)
-		go func() { probe <- manifest.ProbeStore(ctx, d.store, d.layout) }()
+		var probe chan error
+		if !storeProbed {
+			probe = make(chan error, 1)
+			go func() { probe <- manifest.ProbeStore(ctx, d.store, d.layout) }()
+		}
 		remoteErr, err := d.openCatalog(ctx, pageSize)
-		storeProbed = <-probe == nil
+		if probe != nil {
+			storeProbed = <-probe == nil
+		}
 		if err != nil {
 			return rebuild{}, err
 		}

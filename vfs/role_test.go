@@ -65,6 +65,44 @@ func TestUnsafeStoreRefusedAtOpen(t *testing.T) {
 	}
 }
 
+// A store that declares it enforces conditional puts by construction
+// (remote.ConditionEnforcer: the embedded fsstore) is not probed: no probe
+// PUT, and the writer role is still taken. (TestUnsafeStoreRefusedAtOpen
+// shows that a store without the declaration is probed and refused.)
+func TestConditionEnforcerNotProbed(t *testing.T) {
+	var probes *probeCounter
+	cfg := Config{}
+	cfg.wrapStore = func(s remote.Store) remote.Store {
+		if !remote.EnforcesConditions(s) {
+			t.Errorf("the embedded store does not declare remote.ConditionEnforcer")
+		}
+		probes = &probeCounter{Store: s}
+		return enforcingCounter{probes}
+	}
+	v := newVFS(t, cfg)
+	path := filepath.Join(t.TempDir(), "enforced.db")
+	db := openDB(t, v, path, "journal_mode(wal)")
+	mustExec(t, db, "CREATE TABLE t(x)")
+	mustExec(t, db, "INSERT INTO t VALUES (1)")
+	layout, err := remote.NewLayout("default", "enforced.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := manifest.GetHead(context.Background(), probes, layout)
+	if err != nil || h.Epoch == 0 || h.Writer == "" {
+		t.Fatalf("head after the open: %+v, %v", h, err)
+	}
+	if n := probes.puts.Load(); n != 0 {
+		t.Fatalf("the open made %d probe PUTs to a store that enforces conditions, want 0", n)
+	}
+}
+
+// enforcingCounter is a probeCounter that forwards the store's
+// remote.ConditionEnforcer declaration.
+type enforcingCounter struct{ *probeCounter }
+
+func (e enforcingCounter) EnforcesConditions() bool { return remote.EnforcesConditions(e.Store) }
+
 // probeCounter counts the PUTs of probe keys.
 type probeCounter struct {
 	remote.Store
@@ -76,4 +114,35 @@ func (p *probeCounter) Put(ctx context.Context, key string, r io.Reader, opts re
 		p.puts.Add(1)
 	}
 	return p.Store.Put(ctx, key, r, opts)
+}
+
+// A first open that stops right after meta.json became durable (a crash
+// there: the files are left as they are) reopens: the seal was made valid
+// before meta.json (openLocal), not only at the end of the open. Without
+// that the reopen fails with ErrBadState (an empty seal).
+func TestFirstOpenStoppedAfterMeta(t *testing.T) {
+	v := newVFS(t, Config{})
+	path := filepath.Join(t.TempDir(), "stopped.db")
+	stop := errors.New("stopped after meta.json")
+	openTestHook = func(stage string) error {
+		if stage == "meta-written" {
+			return stop
+		}
+		return nil
+	}
+	defer func() { openTestHook = nil }()
+	db := openDB(t, v, path, "journal_mode(wal)")
+	if err := db.Ping(); !errors.Is(err, stop) && !errContains(err, stop.Error()) {
+		t.Fatalf("first open: %v, want the hook's error", err)
+	}
+	db.Close()
+	openTestHook = nil
+
+	db = openDB(t, v, path, "journal_mode(wal)")
+	mustExec(t, db, "CREATE TABLE t(x)")
+	mustExec(t, db, "INSERT INTO t VALUES (1)")
+	if n := queryInt(t, db, "SELECT count(*) FROM t"); n != 1 {
+		t.Fatalf("rows after the reopen: %d", n)
+	}
+	integrityOK(t, db)
 }

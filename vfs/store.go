@@ -15,7 +15,8 @@ import (
 
 // openStore opens the database's remote store: the backend of the store
 // URL (no I/O for s3, local for file), read through a byte-range disk
-// cache (remote/cache) of Config.CacheBytes. Page objects and catalog
+// cache (remote/cache) of Config.CacheBytes, except the embedded default
+// store, which is on local disk already. Page objects and catalog
 // snapshots are immutable, so the cache serves them forever; head, log
 // records and pins always go to the store.
 func (d *database) openStore(ctx context.Context) error {
@@ -26,6 +27,18 @@ func (d *database) openStore(ctx context.Context) error {
 	inner := be
 	if d.cfg.wrapStore != nil {
 		inner = d.cfg.wrapStore(be)
+	}
+	// Asked of the store beneath the cache (a test's wrapper included):
+	// the one that decides conditional puts.
+	d.enforcesConditions = remote.EnforcesConditions(inner)
+	if d.cfg.Remote == "" {
+		// The embedded default store is a folder of <db>-bop, on the
+		// database's own disk: a disk cache in front of it would keep a
+		// second copy of its objects on that same disk, and cost a lock
+		// file, folders and a scan at every open and a block file per
+		// object published. Reads go to the store's files directly.
+		d.inner, d.store = be, inner
+		return nil
 	}
 	c, err := cache.New(inner, cache.Config{Dir: d.cacheDir(), MaxBytes: d.cfg.CacheBytes})
 	if err != nil {
@@ -55,9 +68,13 @@ func (d *database) cacheUsed() int64 {
 	return 0
 }
 
-// closeStores closes the cache, then the backend.
+// closeStores closes the cache (if any), then the backend.
 func (d *database) closeStores() error {
-	err := errors.Join(closeStore(d.store), closeStore(d.inner))
+	var err error
+	if c, ok := d.store.(*cache.Cache); ok {
+		err = c.Close()
+	}
+	err = errors.Join(err, closeStore(d.inner))
 	d.store, d.inner = nil, nil
 	return err
 }

@@ -15,6 +15,9 @@ type walFile struct {
 	fileForward
 	d  *database
 	cn *wal.Conn
+	// hdrUnsynced: this connection wrote a WAL header that no fsync of
+	// the WAL has covered yet (WriteAt).
+	hdrUnsynced bool
 }
 
 func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
@@ -31,12 +34,30 @@ func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
+	if off != 0 && f.hdrUnsynced {
+		// A restarted WAL's header must be durable before the new
+		// generation's first frame overwrites the old one's: a power
+		// loss that kept such frames but lost the header would leave
+		// the old header's checksum chain validating a prefix of the old
+		// generation, older than the main file, which SQLite would read
+		// (and reconciliation refuses as a WAL changed outside bop).
+		// SQLite fsyncs the header itself right after writing it, except
+		// with synchronous=OFF: then this is one fsync per WAL restart
+		// (TestPowerLossVFS/off, TestWALHeaderDurableBeforeFrames).
+		if err := f.File.Sync(vfs.SYNC_NORMAL); err != nil {
+			return 0, err
+		}
+		f.hdrUnsynced = false
+	}
 	n, err := f.File.WriteAt(p, off)
 	if err != nil {
 		// SQLite rolls its transaction back; if this was a commit's
 		// padding, capture withdraws the commit (wal.Conn.WriteFailed).
 		f.cn.WriteFailed(off)
 		return n, err
+	}
+	if off == 0 {
+		f.hdrUnsynced = true
 	}
 	// p aliases SQLite's memory: capture copies what it keeps. An error
 	// fails SQLite's write, which rolls the transaction back.
@@ -60,7 +81,11 @@ func (f *walFile) Truncate(size int64) error {
 }
 
 func (f *walFile) Sync(flags vfs.SyncFlag) error {
-	return f.cn.Sync(func() error { return f.File.Sync(flags) })
+	err := f.cn.Sync(func() error { return f.File.Sync(flags) })
+	if err == nil {
+		f.hdrUnsynced = false
+	}
+	return err
 }
 
 func (f *walFile) Close() error {

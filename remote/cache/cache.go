@@ -51,7 +51,10 @@ type Cache struct {
 	images  sync.Pool // *[]byte of a whole block file: install buffers
 }
 
-var _ remote.Store = (*Cache)(nil)
+var (
+	_ remote.Store      = (*Cache)(nil)
+	_ remote.FilePutter = (*Cache)(nil)
+)
 
 // New opens the cache in cfg.Dir over inner, rebuilding its index from the
 // block files found there (see load.go).
@@ -202,6 +205,22 @@ func (c *Cache) Put(ctx context.Context, key string, r io.Reader, opts remote.Pu
 	}
 	c.invalidate(key)
 	res, err := c.inner.Put(ctx, key, r, opts)
+	c.invalidate(key)
+	return res, err
+}
+
+// PutFile passes through like Put (remote.FilePutter: the inner store
+// may take the file itself; remote.PutFile copies for one that cannot).
+func (c *Cache) PutFile(ctx context.Context, key string, f *os.File, opts remote.PutOptions) (remote.PutResult, error) {
+	if err := c.checkOpen(); err != nil {
+		return remote.PutResult{}, err
+	}
+	c.st.passthrough.Add(1)
+	if !c.cacheable(key) {
+		return remote.PutFile(ctx, c.inner, key, f, opts)
+	}
+	c.invalidate(key)
+	res, err := remote.PutFile(ctx, c.inner, key, f, opts)
 	c.invalidate(key)
 	return res, err
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/bopstore/bop/remote"
@@ -73,4 +75,42 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// BenchmarkStagedPut is the publisher's pattern: write a staging file
+// next to the store, store it under a new key, remove the staging name.
+// "copy" streams it through Put; "link" hands it to PutFile.
+func BenchmarkStagedPut(b *testing.B) {
+	for _, size := range []int{4 << 10, 1 << 20, 16 << 20} {
+		for _, how := range []string{"copy", "link"} {
+			b.Run(fmt.Sprintf("%s/%dKiB", how, size>>10), func(b *testing.B) {
+				dir := b.TempDir()
+				s := newStore(b, filepath.Join(dir, "root"))
+				body := bytes.Repeat([]byte("bop!"), size/4)
+				b.SetBytes(int64(size))
+				for i := 0; b.Loop(); i++ {
+					path := filepath.Join(dir, "staging")
+					f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := f.Write(body); err != nil {
+						b.Fatal(err)
+					}
+					key := fmt.Sprintf("bench/obj-%d", i)
+					opts := remote.PutOptions{Size: int64(size)}
+					if how == "link" {
+						_, err = s.PutFile(b.Context(), key, f, opts)
+					} else {
+						_, err = s.Put(b.Context(), key, io.NewSectionReader(f, 0, int64(size)), opts)
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					f.Close()
+					os.Remove(path)
+				}
+			})
+		}
+	}
 }

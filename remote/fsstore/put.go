@@ -62,43 +62,55 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts remote.Pu
 	if err != nil {
 		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
 	}
-	mtime, err := s.lock.stamp(ctx)
+	res, moved, err := s.place(ctx, key, f, tmp, n, sum, opts)
+	committed = moved
 	if err != nil {
 		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
 	}
+	return res, nil
+}
+
+// place stamps, syncs and moves into place the temp file tmp (open as f,
+// flock'ed, holding n bytes hashing to sum), and syncs the folders that
+// changed. moved reports that the object is in place and tmp is gone
+// (renamed, or unlinked after the link); if not, the caller removes tmp.
+func (s *Store) place(ctx context.Context, key string, f *os.File, tmp string, n int64, sum uint64, opts remote.PutOptions) (_ remote.PutResult, moved bool, err error) {
+	mtime, err := s.lock.stamp(ctx)
+	if err != nil {
+		return remote.PutResult{}, false, err
+	}
 	if err := os.Chtimes(tmp, mtime, mtime); err != nil {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
+		return remote.PutResult{}, false, err
 	}
 	if err := f.Sync(); err != nil {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: sync: %w", key, err)
+		return remote.PutResult{}, false, fmt.Errorf("sync: %w", err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
+		return remote.PutResult{}, false, err
 	}
 	if !fi.ModTime().Equal(mtime) || fi.Size() != n {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: temp file has mtime %v and %d bytes, want %v and %d",
-			key, fi.ModTime(), fi.Size(), mtime, n)
+		return remote.PutResult{}, false, fmt.Errorf("temp file has mtime %v and %d bytes, want %v and %d",
+			fi.ModTime(), fi.Size(), mtime, n)
 	}
 	// Last chance to give up: after the move the object is stored.
 	if err := ctx.Err(); err != nil {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
+		return remote.PutResult{}, false, err
 	}
 	dirty, err := s.commit(ctx, key, tmp, opts)
 	if err != nil {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
+		return remote.PutResult{}, false, err
 	}
-	committed = true
 	if opts.IfNoneMatch {
 		unlink(tmp) // the link made the object; the temp name is now extra
 	}
 	for _, d := range dirty {
 		if err := s.syncDir(d); err != nil {
 			// The object is in place but may not survive a power loss.
-			return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
+			return remote.PutResult{}, true, err
 		}
 	}
-	return remote.PutResult{ETag: etag(fi), Size: n, XXH64: sum}, nil
+	return remote.PutResult{ETag: etag(fi), Size: n, XXH64: sum}, true, nil
 }
 
 // failsPrecondition reports whether a conditional Put can be refused
@@ -258,7 +270,7 @@ func (s *Store) mkdirsLocked(dir string) ([]string, error) {
 // create and our flock has no links left, and we start over.
 func (s *Store) createTemp() (*os.File, string, error) {
 	for range 8 {
-		name := filepath.Join(s.tmp, "put-"+strconv.FormatUint(rand.Uint64(), 16))
+		name := tempName(s.tmp)
 		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue
@@ -284,4 +296,9 @@ func (s *Store) createTemp() (*os.File, string, error) {
 		return f, name, nil
 	}
 	return nil, "", errors.New("create temp file: no free name after 8 tries")
+}
+
+// tempName is a fresh random name in the temp folder (Sweep's domain).
+func tempName(dir string) string {
+	return filepath.Join(dir, "put-"+strconv.FormatUint(rand.Uint64(), 16))
 }

@@ -26,7 +26,10 @@ type Store struct {
 	lock *treeLock
 }
 
-var _ remote.Store = (*Store)(nil)
+var (
+	_ remote.Store             = (*Store)(nil)
+	_ remote.ConditionEnforcer = (*Store)(nil)
+)
 
 // New opens (creating it if needed) the store rooted at dir. It checks
 // that the file system keeps microsecond mtimes and supports hard links,
@@ -62,6 +65,12 @@ func New(dir string) (*Store, error) {
 // Close releases the lock file. Objects are unaffected; the Store must not
 // be used afterwards.
 func (s *Store) Close() error { return s.lock.close() }
+
+// EnforcesConditions reports that conditional puts are decided here, by
+// construction (remote.ConditionEnforcer): IfNoneMatch is a hard link,
+// which fails if the key exists; IfMatch compares and renames under the
+// store's lock; New checked the file system supports both.
+func (s *Store) EnforcesConditions() bool { return true }
 
 // Root is the absolute directory the store lives in.
 func (s *Store) Root() string { return s.root }
