@@ -287,16 +287,23 @@ func (c *Catalog) CompletePublishedLazy(id, phase string, progress []byte) error
 			string(JobCompleted), phase, progress, c.now().UnixMilli(), id); err != nil {
 			return err
 		}
-		if err := c.exec("DELETE FROM leases WHERE holder = ?", id); err != nil {
+		if err := c.releaseJobLeasesLocked(id); err != nil {
 			return err
-		}
-		if n := c.conn.Changes(); n > 0 {
-			if err := c.logChange("lease release", fmt.Sprintf("%d of %s", n, id)); err != nil {
-				return err
-			}
 		}
 		return c.logChange("job finish", fmt.Sprintf("%s %s %s", id, JobCompleted, phase))
 	})
+}
+
+// releaseJobLeasesLocked drops the leases job id holds (inside a
+// transaction).
+func (c *Catalog) releaseJobLeasesLocked(id string) error {
+	if err := c.exec("DELETE FROM leases WHERE holder = ?", id); err != nil {
+		return err
+	}
+	if n := c.conn.Changes(); n > 0 {
+		return c.logChange("lease release", fmt.Sprintf("%d of %s", n, id))
+	}
+	return nil
 }
 
 func (c *Catalog) finishJob(id string, state JobState, lastErr string, lazy bool) error {
@@ -319,13 +326,8 @@ func (c *Catalog) finishJob(id string, state JobState, lastErr string, lazy bool
 			string(state), lastErr, c.now().UnixMilli(), id); err != nil {
 			return err
 		}
-		if err := c.exec("DELETE FROM leases WHERE holder = ?", id); err != nil {
+		if err := c.releaseJobLeasesLocked(id); err != nil {
 			return err
-		}
-		if n := c.conn.Changes(); n > 0 {
-			if err := c.logChange("lease release", fmt.Sprintf("%d of %s", n, id)); err != nil {
-				return err
-			}
 		}
 		return c.logChange("job finish", fmt.Sprintf("%s %s %s", id, state, lastErr))
 	})

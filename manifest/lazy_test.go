@@ -36,15 +36,16 @@ func TestLazyCommitsOnPowerLoss(t *testing.T) {
 	}
 }
 
-func lazyPowerLoss(t *testing.T, mode crashfs.Mode, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, 7))
+// crashCatalog returns a power-loss file layer and a function that opens
+// (again) one catalog whose files go through it.
+func crashCatalog(t *testing.T, vfsPrefix string) (*crashfs.Tracker, func() *Catalog) {
 	tr := crashfs.New()
 	v := vfstest.New(nil)
 	v.Crash = tr
-	name := fmt.Sprintf("boplazy%d", lazyVFSSeq.Add(1))
+	name := fmt.Sprintf("%s%d", vfsPrefix, lazyVFSSeq.Add(1))
 	v.Register(name)
 	path := filepath.Join(t.TempDir(), "catalog.db")
-	open := func() *Catalog {
+	return tr, func() *Catalog {
 		t.Helper()
 		c, err := Open(path, Options{Layout: testLayout, PageSize: testPageSize, ChunkPages: 4, VFS: name})
 		if err != nil {
@@ -52,6 +53,11 @@ func lazyPowerLoss(t *testing.T, mode crashfs.Mode, seed uint64) {
 		}
 		return c
 	}
+}
+
+func lazyPowerLoss(t *testing.T, mode crashfs.Mode, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	tr, open := crashCatalog(t, "boplazy")
 	powerLoss := func(c *Catalog) {
 		t.Helper()
 		tr.Crash()
@@ -161,20 +167,7 @@ func TestCreationDurableWithFirstCommit(t *testing.T) {
 			}
 			t.Run(fmt.Sprintf("%s,seed=%d", mode, seed), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(seed, 11))
-				tr := crashfs.New()
-				v := vfstest.New(nil)
-				v.Crash = tr
-				name := fmt.Sprintf("bopcreate%d", lazyVFSSeq.Add(1))
-				v.Register(name)
-				path := filepath.Join(t.TempDir(), "catalog.db")
-				open := func() *Catalog {
-					t.Helper()
-					c, err := Open(path, Options{Layout: testLayout, PageSize: testPageSize, ChunkPages: 4, VFS: name})
-					if err != nil {
-						t.Fatal(err)
-					}
-					return c
-				}
+				tr, open := crashCatalog(t, "bopcreate")
 				c := open()
 				if _, err := c.StartNewJob(NewJob{ID: "job-a", Kind: "publish", ObjectIDs: 1,
 					Plan: func(first uint64) ([]byte, error) { return []byte(fmt.Sprint(first)), nil }}); err != nil {

@@ -169,8 +169,11 @@ func (c *Catalog) tx(fn func() error) (err error) {
 // as well: a job's progress (it resumes from an earlier phase and repeats
 // idempotent work), or a job's end after its record is applied (it is
 // finished again).
-func (c *Catalog) txLazy(fn func() error) (err error) {
-	if err := c.exec("PRAGMA synchronous = NORMAL"); err != nil {
+func (c *Catalog) txLazy(fn func() error) error { return c.txAt("NORMAL", fn) }
+
+// txAt runs tx at the synchronous level given, then restores FULL.
+func (c *Catalog) txAt(level string, fn func() error) (err error) {
+	if err := c.exec("PRAGMA synchronous = " + level); err != nil {
 		return err
 	}
 	// Deferred, so that FULL comes back also when fn panics (after tx's
@@ -189,18 +192,7 @@ func (c *Catalog) txLazy(fn func() error) (err error) {
 // row of a new catalog only: its commit writes the first frames of a new
 // WAL (see Catalog.createMeta for why that needs no header sync). Its
 // loss leaves a catalog that is created again.
-func (c *Catalog) txCreate(fn func() error) (err error) {
-	if err := c.exec("PRAGMA synchronous = OFF"); err != nil {
-		return err
-	}
-	defer func() {
-		if perr := c.exec("PRAGMA synchronous = FULL"); perr != nil {
-			c.broken = fmt.Errorf("manifest: catalog %s: restore synchronous=FULL: %w", c.path, perr)
-			err = errors.Join(err, c.broken)
-		}
-	}()
-	return c.tx(fn)
-}
+func (c *Catalog) txCreate(fn func() error) error { return c.txAt("OFF", fn) }
 
 // txFor is txLazy if lazy, tx otherwise.
 func (c *Catalog) txFor(lazy bool) func(func() error) error {

@@ -34,14 +34,8 @@ var chunks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b
 // Any failure before the move removes the temp file, so a failed Put
 // leaves the key as it was.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts remote.PutOptions) (remote.PutResult, error) {
-	if err := remote.ValidateKey(key); err != nil {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put: %w", err)
-	}
-	if opts.IfNoneMatch && opts.IfMatch != "" {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: IfNoneMatch and IfMatch both set", key)
-	}
-	if err := ctx.Err(); err != nil {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
+	if err := checkPut(ctx, key, opts); err != nil {
+		return remote.PutResult{}, err
 	}
 	if s.failsPrecondition(key, opts) {
 		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, remote.ErrPrecondition)
@@ -111,6 +105,20 @@ func (s *Store) place(ctx context.Context, key string, f *os.File, tmp string, n
 		}
 	}
 	return remote.PutResult{ETag: etag(fi), Size: n, XXH64: sum}, true, nil
+}
+
+// checkPut checks a put's arguments (Put, PutFile) before any I/O.
+func checkPut(ctx context.Context, key string, opts remote.PutOptions) error {
+	if err := remote.ValidateKey(key); err != nil {
+		return fmt.Errorf("fsstore: put: %w", err)
+	}
+	if opts.IfNoneMatch && opts.IfMatch != "" {
+		return fmt.Errorf("fsstore: put %q: IfNoneMatch and IfMatch both set", key)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fsstore: put %q: %w", key, err)
+	}
+	return nil
 }
 
 // failsPrecondition reports whether a conditional Put can be refused

@@ -37,14 +37,8 @@ var _ remote.FilePutter = (*Store)(nil)
 // The caller must never write to f again (remote.FilePutter): the object
 // is the same file.
 func (s *Store) PutFile(ctx context.Context, key string, f *os.File, opts remote.PutOptions) (remote.PutResult, error) {
-	if err := remote.ValidateKey(key); err != nil {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put: %w", err)
-	}
-	if opts.IfNoneMatch && opts.IfMatch != "" {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: IfNoneMatch and IfMatch both set", key)
-	}
-	if err := ctx.Err(); err != nil {
-		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)
+	if err := checkPut(ctx, key, opts); err != nil {
+		return remote.PutResult{}, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
