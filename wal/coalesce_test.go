@@ -135,17 +135,7 @@ func spoolFaultBesideWALSync(t *testing.T, op string) {
 	if c := e.spool.Status().ConfirmedTxid; c != confirmed {
 		t.Fatalf("C moved from %d to %d although the spool failed", confirmed, c)
 	}
-	fail.Store(false)
-	if _, err := db.Exec("INSERT INTO t VALUES (3)"); err == nil {
-		t.Fatal("a commit succeeded after capture stopped")
-	}
-	db.Close()
-	e.closeCapture()
-
-	e.mustOpenCapture()
-	defer e.closeCapture()
-	db = e.openDB(true, "journal_mode(wal)", "synchronous(normal)")
-	defer db.Close()
+	db = e.reopenAfterStop(db, &fail, "journal_mode(wal)", "synchronous(normal)")
 	if got := queryString(t, db, "SELECT group_concat(v) FROM t"); got != "1,2" {
 		t.Fatalf("rows after reopening: %q, want 1,2", got)
 	}

@@ -1,6 +1,7 @@
 package wal_test
 
 import (
+	"database/sql"
 	"errors"
 	"io/fs"
 	"strings"
@@ -73,19 +74,27 @@ func TestSpoolFsyncFailureStopsCapture(t *testing.T) {
 	if err := e.cap.Err(); err == nil {
 		t.Fatal("capture did not stop")
 	}
-	fail.Store(false)
-	if _, err := db.Exec("INSERT INTO t VALUES (3)"); err == nil {
-		t.Fatal("a commit succeeded after capture stopped")
-	}
-	db.Close()
-	e.closeCapture()
-
-	e.mustOpenCapture()
-	defer e.closeCapture()
-	db = e.openDB(true, "journal_mode(wal)")
-	defer db.Close()
+	db = e.reopenAfterStop(db, &fail, "journal_mode(wal)")
 	t.Logf("rows after reopen: %s", queryString(t, db, "SELECT group_concat(v) FROM t"))
 	e.checkReplay(db, "after a failed spool fsync")
 	mustExec(t, db, "INSERT INTO t VALUES (4)")
 	e.checkReplay(db, "capture goes on after reopening")
+}
+
+// reopenAfterStop clears the fault, checks that a commit fails while
+// capture is stopped, closes db and capture, and opens both again
+// (reconciliation); they are closed when the test ends.
+func (e *env) reopenAfterStop(db *sql.DB, fail *atomic.Bool, pragmas ...string) *sql.DB {
+	e.t.Helper()
+	fail.Store(false)
+	if _, err := db.Exec("INSERT INTO t VALUES (3)"); err == nil {
+		e.t.Fatal("a commit succeeded after capture stopped")
+	}
+	db.Close()
+	e.closeCapture()
+	e.mustOpenCapture()
+	e.t.Cleanup(e.closeCapture)
+	db = e.openDB(true, pragmas...)
+	e.t.Cleanup(func() { db.Close() })
+	return db
 }
