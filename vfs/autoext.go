@@ -46,7 +46,7 @@ func enableWAL(c *sqlite3.Conn) error {
 	}
 	deadline := time.Now().Add(walBusyWait)
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		mode, err := journalModeWAL(c)
+		mode, err := journalModeWALDurable(c)
 		if err == nil {
 			if mode != "wal" {
 				return fmt.Errorf("bop: %s: PRAGMA journal_mode=wal left the database in %s mode", mf.d.path, mode)
@@ -61,6 +61,55 @@ func enableWAL(c *sqlite3.Conn) error {
 		}
 		time.Sleep(wait)
 	}
+}
+
+// journalModeWALDurable is journalModeWAL made durable whatever the
+// connection's synchronous setting (the DSN's _pragma list ran first). The
+// switch writes page 1 in rollback mode (for a new database its first page,
+// after SQLite extended the empty file: SIZE_HINT), and with
+// synchronous=OFF SQLite fsyncs neither its journal (nor its folder entry)
+// nor the main file: a power loss could keep the file's new size and lose
+// the page and the journal, leaving zeros SQLite refuses for good ("file
+// is not a database"; TestPowerLossWALSwitch), or tear page 1 of an
+// adopted rollback-mode file with no durable journal to roll it back. With
+// FULL the journal (and, at its first fsync, its folder entry) is durable
+// before the main file is written, so a power loss rolls the switch back;
+// the connection gets its OFF back before anyone uses it (an error there
+// fails the open). A database already in WAL mode writes nothing, and the
+// setting costs no I/O.
+func journalModeWALDurable(c *sqlite3.Conn) (string, error) {
+	prev, err := pragmaInt(c, "PRAGMA main.synchronous")
+	if err != nil {
+		return "", err
+	}
+	if prev != 0 { // NORMAL and up fsync the journal before the main file
+		return journalModeWAL(c)
+	}
+	if err := c.Exec("PRAGMA main.synchronous=FULL"); err != nil {
+		return "", err
+	}
+	mode, err := journalModeWAL(c)
+	if rerr := c.Exec("PRAGMA main.synchronous=OFF"); err == nil {
+		err = rerr
+	}
+	return mode, err
+}
+
+// pragmaInt runs a pragma that returns one integer.
+func pragmaInt(c *sqlite3.Conn, q string) (int64, error) {
+	st, _, err := c.Prepare(q)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if st.Step() {
+		n = st.ColumnInt64(0)
+	}
+	if err := st.Err(); err != nil {
+		st.Close()
+		return 0, err
+	}
+	return n, st.Close()
 }
 
 func journalModeWAL(c *sqlite3.Conn) (string, error) {

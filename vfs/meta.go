@@ -11,8 +11,9 @@ import (
 // meta.json in a database's -bop folder says which database this is and how
 // its local state began. Its existence marks the state as initialized: it
 // is written last by the first open (after the spool, the seal and any
-// adopted image are durable), so a crash during the first open leaves a
-// folder without it, which the next open starts over.
+// adopted image are durable, their entries in the folder too), so a crash
+// during the first open leaves a folder without it, which the next open
+// starts over.
 const (
 	metaFileName = "meta.json"
 	metaFormat   = 1
@@ -98,13 +99,24 @@ func readMeta(dir string) (*meta, error) {
 }
 
 // writeMeta replaces meta.json durably (temp file, fsync, rename, fsync of
-// the folder, which also persists every other entry created in it).
+// the folder).
+//
+// Invariant: every entry of the folder created before meta.json (the seal,
+// the spool folder, a catalog, an image bitmap) is durable before meta.json
+// can be: the folder is fsynced before the rename as well. fsync(2) of a
+// file does not persist its entry, and nothing orders the entries of a
+// folder before its fsync, so otherwise a power loss could keep meta.json
+// and lose the seal (the state damaged for good: ErrBadState) or an
+// adopted file's spool (its image record) (TestPowerLossMetaBeforeEntries).
 func writeMeta(dir string, m *meta) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
 	b = append(b, '\n')
+	if err := syncStateDir(dir); err != nil {
+		return err
+	}
 	return writeFileAtomic(dir, metaFileName, b)
 }
 
@@ -112,11 +124,11 @@ func writeMeta(dir string, m *meta) error {
 func writeFileAtomic(dir, name string, data []byte) error {
 	path := filepath.Join(dir, name)
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := openStateFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("bop: create %s: %w", tmp, err)
 	}
-	_, err = f.Write(data)
+	_, err = f.WriteAt(data, 0) // the file is empty (O_TRUNC)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -124,13 +136,13 @@ func writeFileAtomic(dir, name string, data []byte) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(tmp)
+		removeStateFile(tmp)
 		return fmt.Errorf("bop: write %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := renameState(tmp, path); err != nil {
 		return fmt.Errorf("bop: rename %s: %w", tmp, err)
 	}
-	return syncDir(dir)
+	return syncStateDir(dir)
 }
 
 // syncDir makes the folder's entries durable.

@@ -27,19 +27,28 @@ import (
 // published, the spool keeps every transaction). SQLite's main file, WAL
 // and rollback journal go through crashfs under bop's VFS (v.base), the
 // spool through it as the VFS configures it (buffered, coalescing capture;
-// the seam testSpoolFS), and bop's own fsync of the main file (the one
-// before a WAL restart with synchronous=OFF, and the seal's settle) is
-// reported to the same tracker (the durable.fsync seam). A random workload
+// the seam testSpoolFS), the seal file and meta.json (its temporary file,
+// the rename, the -bop folder's fsync) through it too (the seam
+// testStateFS), and bop's own fsync of the main file (the one before a WAL
+// restart with synchronous=OFF, and the seal's settle) is reported to the
+// same tracker (the durable.fsync seam). The -bop folder and its spool
+// folder are followed directories (crashfs.FollowDir): the creation,
+// removal or rename of a followed file in them is durable only at the
+// folder's fsync, and a crash keeps all, none or a random subset of those
+// not yet durable. A random workload
 // (autocommit inserts, updates and deletes, a bigger transaction that
 // spills, bop's automatic and explicit PASSIVE/TRUNCATE checkpoints, clean
 // closes) runs with synchronous OFF, NORMAL and FULL; the power goes at a
 // random point: between statements, or at any mutating operation on a
 // followed file (a write, truncation, size hint or fsync of the main
 // file, WAL or journal, of a spool file, a deletion of the WAL, bop's
-// main-file fsync; picked by count, or as the n-th of one kind, also
-// during the last close: SQLite's final checkpoint, bop's fsync before
-// the WAL's deletion, the deletion, the spool's final sync), which then
-// fails, as does everything after it. The files come back with
+// main-file fsync, a write or fsync of the seal: busy set before a
+// main-file write, settle; picked by count, or as the n-th of one kind,
+// also during the last close: SQLite's final checkpoint, bop's fsync
+// before the WAL's deletion, the deletion, the spool's final sync, the
+// seal's clean save), which then fails, as does everything after it. The
+// first open (meta.json, the seal's creation) is cut in
+// powerloss_open_test.go. The files come back with
 // their unsynced writes all lost, all kept, or a random subset of 4 KiB
 // pieces kept (crashfs.Mode), and the database is reopened through bop.
 //
@@ -69,18 +78,21 @@ import (
 //     (reconciliation did not fork the history);
 //   - no capture or main-file fsync error is left in Status.
 //
-// Limits: bop's own files opened with plain os calls (the seal, meta.json,
-// the lock and owner files) stay outside crashfs: they are snapshotted at
-// the moment of the power cut and put back after the close (every write to
-// them is followed by its fsync, so the snapshot is their durable state,
-// modulo a write torn between the two, which the seal's two checksummed
-// slots absorb). The close after the cut runs bop's close path against a
+// Limits: bop's other files in the -bop folder, opened with plain os
+// calls (the lock file, the catalog, the store), stay outside crashfs:
+// they are snapshotted at the moment of the power cut and put back after
+// the close. The close after the cut runs bop's close path against a
 // dead machine (every followed operation fails); only its effects on
 // followed files are undone, so an effect it could have through another
-// path (say, an unfollowed file) would be missed. Directory entries are
-// durable at once (crashfs). The -shm file is left as the cut left it:
-// SQLite's first connection rebuilds it (the DMS lock). Sparse images,
-// adoption and publishing are not exercised (offline, new database).
+// path (say, an unfollowed file) would be missed. crashfs follows files'
+// entries, not folders': the spool folder's entry in -bop and the entries
+// of the database's folder (main file, WAL, journal) are durable at once.
+// The clean close's fsync of the main file (sealClosed) reaches the os,
+// not the tracker, which then treats main-file writes as unsynced that
+// are synced (harsher, never laxer). The -shm file is left as the cut
+// left it: SQLite's first connection rebuilds it (the DMS lock). Sparse
+// images, adoption and publishing are not exercised (offline, new
+// database; TestPowerLossMetaBeforeEntries adopts a file once).
 func TestPowerLossVFS(t *testing.T) {
 	for _, sync := range []string{"off", "normal", "full"} {
 		t.Run(sync, func(t *testing.T) {
@@ -123,6 +135,11 @@ type powerRig struct {
 	snap    map[string][]byte // unfollowed files of the -bop folder at the cut
 
 	afterSizeHint func() // if set, runs after a size hint of a main file
+	// cutWhen, if set, is asked at each counted operation (one goroutine
+	// at a time: a first open's): true cuts the power before it.
+	cutWhen atomic.Pointer[func(what string) bool]
+	// foldersSynced counts the -bop folder's fsyncs (crashStateFS).
+	foldersSynced atomic.Int64
 
 	// WAL headers written, and WAL frames written while the header
 	// before them was not yet fsynced.
@@ -148,6 +165,9 @@ func (r *powerRig) op(what string) {
 		r.powerCut(what)
 	}
 	if k := r.cutKind.Load(); k != nil && strings.Contains(what, *k) && r.cutKindN.Add(-1) == 0 {
+		r.powerCut(what)
+	}
+	if f := r.cutWhen.Load(); f != nil && (*f)(what) {
 		r.powerCut(what)
 	}
 }
@@ -217,8 +237,13 @@ func (r *powerRig) boot() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.tr, r.down, r.cutWhat, r.snap = crashfs.New(), false, "", nil
+	// The seal and meta.json (testStateFS) live in the -bop folder: their
+	// entries are durable only at its fsync.
+	r.tr.FollowDir(r.bopDir)
+	r.tr.FollowDir(filepath.Join(r.bopDir, "spool"))
 	r.cutAt.Store(0)
 	r.cutKind.Store(nil)
+	r.cutWhen.Store(nil)
 }
 
 // crashVFS is bop's base VFS in this test: the os VFS with SQLite's main
@@ -414,6 +439,63 @@ func (f crashSpoolFile) Sync() error {
 	return f.File.Sync()
 }
 
+// crashStateFS is the file system of the seal and meta.json
+// (testStateFS): crashfs under the current tracker, every mutation
+// counted, named after the file ("seal write", "meta.json.tmp fsync",
+// "rename meta.json.tmp", "state folder fsync").
+type crashStateFS struct{ crashSpoolFS }
+
+type crashStateFile struct {
+	*crashfs.File
+	r    *powerRig
+	name string
+}
+
+func (c crashStateFS) OpenFile(name string, flag int, perm fs.FileMode) (wal.File, error) {
+	if flag&(os.O_CREATE|os.O_TRUNC) != 0 {
+		c.r.op("state create " + filepath.Base(name))
+	}
+	f, err := c.fs().OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return crashStateFile{f, c.r, filepath.Base(name)}, nil
+}
+
+func (c crashStateFS) Remove(name string) error {
+	c.r.op("state remove " + filepath.Base(name))
+	return c.fs().Remove(name)
+}
+
+func (c crashStateFS) Rename(oldpath, newpath string) error {
+	c.r.op("rename " + filepath.Base(oldpath))
+	return c.fs().Rename(oldpath, newpath)
+}
+
+func (c crashStateFS) SyncDir(dir string) error {
+	c.r.op("state folder fsync")
+	err := c.fs().SyncDir(dir)
+	if err == nil {
+		c.r.foldersSynced.Add(1)
+	}
+	return err
+}
+
+func (f crashStateFile) WriteAt(p []byte, off int64) (int, error) {
+	f.r.op(f.name + " write")
+	return f.File.WriteAt(p, off)
+}
+
+func (f crashStateFile) Truncate(size int64) error {
+	f.r.op(f.name + " truncation")
+	return f.File.Truncate(size)
+}
+
+func (f crashStateFile) Sync() error {
+	f.r.op(f.name + " fsync")
+	return f.File.Sync()
+}
+
 // The workload's model: table t(id INTEGER PRIMARY KEY, k TEXT, v BLOB)
 // with an index on k. A state is summarised by an order-free hash of its
 // rows (the sum of each row's hash) and the row count.
@@ -557,8 +639,8 @@ func powerLossVFS(t *testing.T, syncMode string, seed uint64, rounds, stmts, big
 	path := filepath.Join(t.TempDir(), "app.db")
 	r := &powerRig{base: v.base, bopDir: path + "-bop"}
 	v.base = crashVFS{r}
-	testSpoolFS = crashSpoolFS{r}
-	t.Cleanup(func() { testSpoolFS = nil })
+	testSpoolFS, testStateFS = crashSpoolFS{r}, crashStateFS{crashSpoolFS{r}}
+	t.Cleanup(func() { testSpoolFS, testStateFS = nil, nil })
 	pragmas := []string{"synchronous(" + syncMode + ")", "cache_size(16)"}
 
 	model := &plModel{rows: map[int64]plRow{}}
@@ -689,7 +771,7 @@ func powerLossVFS(t *testing.T, syncMode string, seed uint64, rounds, stmts, big
 			per := max(opsDone/max(stmtsDone, 1), 4)
 			r.cutAt.Store(r.ops.Load() + 1 + rng.Int64N(per*int64(stmts)*2/3))
 		case 2:
-			kinds := []string{"fsync", "spool", "main file write", "truncation", "size hint", "delete"}
+			kinds := []string{"fsync", "spool", "main file write", "truncation", "size hint", "delete", "seal"}
 			r.cutKindN.Store(1 + rng.Int64N(4))
 			r.cutKind.Store(&kinds[rng.IntN(len(kinds))])
 		case 3:
@@ -747,7 +829,7 @@ func powerLossVFS(t *testing.T, syncMode string, seed uint64, rounds, stmts, big
 			// The power goes during the last close: its checkpoint,
 			// bop's fsync of the main file, the WAL's deletion, the
 			// spool's final sync.
-			kinds := []string{"fsync", "spool", "main file write", "truncation", "size hint", "delete"}
+			kinds := []string{"fsync", "spool", "main file write", "truncation", "size hint", "delete", "seal"}
 			r.cutKindN.Store(1 + rng.Int64N(3))
 			r.cutKind.Store(&kinds[rng.IntN(len(kinds))])
 			closeDB(db)

@@ -189,7 +189,7 @@ func decodeSealFile(raw []byte) (sealState, bool, error) {
 type sealFile struct {
 	path string
 	mu   sync.Mutex
-	f    *os.File
+	f    stateFile // an *os.File (testStateFS in tests)
 	cur  sealState
 	buf  [sealSlotSize]byte
 	// Writes bop makes to the main file: in flight now, and a counter of
@@ -207,7 +207,7 @@ func openSeal(dir string, create bool) (_ *sealFile, found bool, err error) {
 	if create {
 		flag |= os.O_CREATE
 	}
-	f, err := os.OpenFile(path, flag, 0o644)
+	f, err := openStateFile(path, flag, 0o644)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, false, fmt.Errorf("%w: %s is missing", ErrBadState, path)

@@ -55,7 +55,7 @@ type pendingRecord struct {
 	free    []int          // slots of pages dropped by a shrink
 	nslots  int
 	mem     []byte
-	pgnos   []uint32 // scratch for flush
+	pgnos   []uint32 // scratch for flush: pgno by slot (0: free)
 }
 
 func (p *pendingRecord) bytes() int { return p.nslots * p.ps }
@@ -164,12 +164,17 @@ func (c *Capture) flushPendingLocked() error {
 		// again from the WAL (TestCaptureTornGroupNeverAppended).
 		return err
 	}
-	p.pgnos = p.pgnos[:0]
-	for pg := range p.slots {
-		p.pgnos = append(p.pgnos, pg)
+	// The pages go out in slot order, runs of live slots straight from
+	// p.mem (a record's pages may come in any order: the directory names
+	// them). A run of at least half the spool's buffer skips the buffer's
+	// copy (segFile.WriteAt); a W1 group is one run of thousands of
+	// pages. Slots freed by a shrink (pgno 0 here) end a run.
+	p.pgnos = slices.Grow(p.pgnos[:0], p.nslots)[:p.nslots]
+	clear(p.pgnos)
+	for pg, s := range p.slots {
+		p.pgnos[s] = pg
 	}
-	slices.Sort(p.pgnos)
-	a, err := c.spool.begin(RecordHeader{Kind: KindWAL, PageSize: uint32(p.ps), DBPages: p.dbPages, NPages: uint32(len(p.pgnos)), WAL: p.id})
+	a, err := c.spool.begin(RecordHeader{Kind: KindWAL, PageSize: uint32(p.ps), DBPages: p.dbPages, NPages: uint32(len(p.slots)), WAL: p.id})
 	if err != nil {
 		return c.failLocked(err)
 	}
@@ -180,12 +185,20 @@ func (c *Capture) flushPendingLocked() error {
 		a.Abort()
 		return c.failLocked(fmt.Errorf("wal: coalesced transactions were to be txid %d, but the spool appends %d", p.txid, a.Txid()))
 	}
-	for _, pg := range p.pgnos {
-		s := p.slots[pg]
-		if err := a.Add(pg, p.mem[s*p.ps:(s+1)*p.ps]); err != nil {
+	for i := 0; i < p.nslots; {
+		if p.pgnos[i] == 0 {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < p.nslots && p.pgnos[j] != 0 {
+			j++
+		}
+		if err := a.AddRun(p.pgnos[i:j], p.mem[i*p.ps:j*p.ps]); err != nil {
 			a.Abort()
 			return c.failLocked(err)
 		}
+		i = j
 	}
 	txid, err := a.Commit()
 	if err != nil {

@@ -10,7 +10,13 @@
 // normally, and reports every mutation to the tracker (FS does this for
 // code written against a small file-system interface; internal/vfstest
 // does it for SQLite's files). The model: a file's existence and removal
-// are durable at once; its bytes only at Sync.
+// are durable at once; its bytes only at Sync. In a directory followed with
+// FollowDir, entries are durable only at SyncDir instead: the creations,
+// removals and renames of followed files in it since the last SyncDir are
+// lost, kept, or each kept with probability 1/2 (RandomSubset), like
+// writes (POSIX orders none of them before the directory's fsync). A
+// file's bytes follow it through a rename; a file whose entry is lost
+// keeps nothing on disk.
 package crashfs
 
 import (
@@ -55,8 +61,26 @@ func (m Mode) String() string {
 // Tracker follows files by absolute path.
 type Tracker struct {
 	mu      sync.Mutex
-	files   map[string]*file
+	files   map[string]*file // by current path
+	dirs    map[string]*dir  // followed directories, by path
 	crashed bool
+	keepDir func(kind, name string) bool // see KeepDirOps
+}
+
+// dir is a followed directory: its entries of followed files as of the
+// last SyncDir, the entry operations since, and every name a followed
+// file had in it (Restore removes those the crash did not keep).
+type dir struct {
+	durable map[string]*file
+	ops     []dirOp
+	names   map[string]bool
+}
+
+// dirOp creates (f set), removes (f nil, to "") or renames (to set) the
+// entry name.
+type dirOp struct {
+	name, to string
+	f        *file
 }
 
 type file struct {
@@ -72,7 +96,45 @@ type op struct {
 }
 
 // New returns an empty tracker.
-func New() *Tracker { return &Tracker{files: map[string]*file{}} }
+func New() *Tracker { return &Tracker{files: map[string]*file{}, dirs: map[string]*dir{}} }
+
+// FollowDir makes the entries of followed files in dir durable only at
+// SyncDir (see the package comment). Call it before following files in
+// it; following a followed directory is a no-op.
+func (t *Tracker) FollowDir(path string) {
+	path = abs(path)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dirs[path] == nil {
+		t.dirs[path] = &dir{durable: map[string]*file{}, names: map[string]bool{}}
+	}
+}
+
+// KeepDirOps makes the next Restore keep exactly the entry operations of
+// followed directories for which keep returns true, whatever the mode (a
+// test's fixed scenario). kind is "create", "remove" or "rename"; name is
+// the entry (a rename's source).
+func (t *Tracker) KeepDirOps(keep func(kind, name string) bool) {
+	t.mu.Lock()
+	t.keepDir = keep
+	t.mu.Unlock()
+}
+
+func (o dirOp) kind() string {
+	switch {
+	case o.f != nil:
+		return "create"
+	case o.to != "":
+		return "rename"
+	}
+	return "remove"
+}
+
+// dirOf returns the followed directory holding path (nil: not followed)
+// and path's name in it.
+func (t *Tracker) dirOf(path string) (*dir, string) {
+	return t.dirs[filepath.Dir(path)], filepath.Base(path)
+}
 
 func abs(path string) string {
 	if p, err := filepath.Abs(path); err == nil {
@@ -97,7 +159,36 @@ func (t *Tracker) Open(path string) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	t.files[path] = &file{durable: b}
+	f := &file{durable: b}
+	t.files[path] = f
+	if d, name := t.dirOf(path); d != nil && err == nil {
+		d.durable[name], d.names[name] = f, true
+	}
+	return nil
+}
+
+// Create follows path as a file just created (empty). In a followed
+// directory its entry is durable only at SyncDir; elsewhere Create is
+// Open.
+func (t *Tracker) Create(path string) error {
+	path = abs(path)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.crashed {
+		return ErrCrashed
+	}
+	d, name := t.dirOf(path)
+	if d == nil {
+		if f := t.files[path]; f != nil && !f.removed {
+			return nil
+		}
+		t.files[path] = &file{}
+		return nil
+	}
+	f := &file{}
+	t.files[path] = f
+	d.ops = append(d.ops, dirOp{name: name, f: f})
+	d.names[name] = true
 	return nil
 }
 
@@ -162,18 +253,90 @@ func (t *Tracker) Sync(path string) error {
 	return nil
 }
 
-// Remove records a deletion (durable at once).
+// Remove records a deletion (durable at once, or at SyncDir in a
+// followed directory).
 func (t *Tracker) Remove(path string) error {
+	path = abs(path)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.crashed {
 		return ErrCrashed
 	}
-	if f := t.files[abs(path)]; f != nil {
+	if d, name := t.dirOf(path); d != nil {
+		if t.files[path] != nil {
+			delete(t.files, path)
+			d.ops = append(d.ops, dirOp{name: name})
+		}
+		return nil
+	}
+	if f := t.files[path]; f != nil {
 		f.removed = true
 		f.durable, f.ops = nil, nil
 	}
 	return nil
+}
+
+// Rename records a rename of a followed file (call it after the real
+// rename succeeded): its bytes, durable and not, go with it; a followed
+// file at newpath is replaced. Durable at once, or at SyncDir in a
+// followed directory; across directories only between unfollowed ones.
+func (t *Tracker) Rename(oldpath, newpath string) error {
+	oldpath, newpath = abs(oldpath), abs(newpath)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.crashed {
+		return ErrCrashed
+	}
+	f := t.files[oldpath]
+	if f == nil || f.removed {
+		return nil
+	}
+	d, name := t.dirOf(oldpath)
+	nd, to := t.dirOf(newpath)
+	if (d != nil || nd != nil) && d != nd {
+		return fmt.Errorf("crashfs: rename %s to %s: across a followed directory is not modeled", oldpath, newpath)
+	}
+	delete(t.files, oldpath)
+	t.files[newpath] = f
+	if d != nil {
+		d.ops = append(d.ops, dirOp{name: name, to: to})
+		d.names[to] = true
+	}
+	return nil
+}
+
+// SyncDir records an fsync of a directory: the entries of a followed one
+// are durable as they are now (a no-op for another).
+func (t *Tracker) SyncDir(path string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.crashed {
+		return ErrCrashed
+	}
+	if d := t.dirs[abs(path)]; d != nil {
+		for _, o := range d.ops {
+			d.durable = applyDir(d.durable, o)
+		}
+		d.ops = nil
+	}
+	return nil
+}
+
+// applyDir applies an entry operation to entries (a rename of a missing
+// entry does nothing: the crash did not keep its source).
+func applyDir(entries map[string]*file, o dirOp) map[string]*file {
+	switch {
+	case o.f != nil:
+		entries[o.name] = o.f
+	case o.to != "":
+		if f, ok := entries[o.name]; ok {
+			delete(entries, o.name)
+			entries[o.to] = f
+		}
+	default:
+		delete(entries, o.name)
+	}
+	return entries
 }
 
 func apply(b []byte, o op) []byte {
@@ -200,15 +363,20 @@ func (t *Tracker) Crash() {
 
 // Report says what Restore did.
 type Report struct {
-	Files                int
-	OpsKept, OpsLost     int // whole operations kept / lost
-	OpsTorn              int // operations kept in part
-	BytesKept, BytesLost int64
+	Files                  int
+	OpsKept, OpsLost       int // whole operations kept / lost
+	OpsTorn                int // operations kept in part
+	BytesKept, BytesLost   int64
+	DirOpsKept, DirOpsLost int // entry operations in followed directories
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("%d files, ops kept %d, lost %d, torn %d (bytes kept %d, lost %d)",
+	s := fmt.Sprintf("%d files, ops kept %d, lost %d, torn %d (bytes kept %d, lost %d)",
 		r.Files, r.OpsKept, r.OpsLost, r.OpsTorn, r.BytesKept, r.BytesLost)
+	if r.DirOpsKept+r.DirOpsLost > 0 {
+		s += fmt.Sprintf(", directory entry ops kept %d, lost %d", r.DirOpsKept, r.DirOpsLost)
+	}
+	return s
 }
 
 const pieceSize = 4096
@@ -227,6 +395,9 @@ func (t *Tracker) Restore(mode Mode, rng *rand.Rand) (Report, error) {
 	sort.Strings(paths)
 	for _, path := range paths {
 		f := t.files[path]
+		if d, _ := t.dirOf(path); d != nil {
+			continue // below
+		}
 		if f.removed {
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return rep, err
@@ -234,48 +405,101 @@ func (t *Tracker) Restore(mode Mode, rng *rand.Rand) (Report, error) {
 			continue
 		}
 		rep.Files++
-		b := f.durable
-		for _, o := range f.ops {
-			switch {
-			case mode == KeepUnsynced || (mode == RandomSubset && o.trunc && rng.IntN(2) == 0):
-				b = apply(b, o)
-				rep.OpsKept++
-				rep.BytesKept += int64(len(o.data))
-			case mode == LoseUnsynced || o.trunc:
-				rep.OpsLost++
-				rep.BytesLost += int64(len(o.data))
-			default:
-				// Each aligned 4 KiB piece of the write survives or not.
-				kept, lost := 0, 0
-				for p := o.off; p < o.off+int64(len(o.data)); {
-					end := min((p/pieceSize+1)*pieceSize, o.off+int64(len(o.data)))
-					if rng.IntN(2) == 0 {
-						b = apply(b, op{off: p, data: o.data[p-o.off : end-o.off]})
-						kept++
-						rep.BytesKept += end - p
-					} else {
-						lost++
-						rep.BytesLost += end - p
-					}
-					p = end
-				}
-				switch {
-				case lost == 0:
-					rep.OpsKept++
-				case kept == 0:
-					rep.OpsLost++
-				default:
-					rep.OpsTorn++
-				}
-			}
-		}
-		if err := os.WriteFile(path, b, 0o644); err != nil {
+		if err := os.WriteFile(path, f.crashed(mode, rng, &rep), 0o644); err != nil {
 			return rep, err
 		}
 	}
-	t.files = map[string]*file{}
+	// Followed directories: the entries the crash kept, each with its
+	// file's bytes; every other name a followed file had is removed.
+	dirPaths := make([]string, 0, len(t.dirs))
+	for p := range t.dirs {
+		dirPaths = append(dirPaths, p)
+	}
+	sort.Strings(dirPaths)
+	for _, dp := range dirPaths {
+		d := t.dirs[dp]
+		entries := make(map[string]*file, len(d.durable))
+		for name, f := range d.durable {
+			entries[name] = f
+		}
+		for _, o := range d.ops {
+			keep := mode == KeepUnsynced || (mode == RandomSubset && rng.IntN(2) == 0)
+			if t.keepDir != nil {
+				keep = t.keepDir(o.kind(), o.name)
+			}
+			if keep {
+				entries = applyDir(entries, o)
+				rep.DirOpsKept++
+			} else {
+				rep.DirOpsLost++
+			}
+		}
+		names := make([]string, 0, len(d.names))
+		for name := range d.names {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			path := filepath.Join(dp, name)
+			f, ok := entries[name]
+			if !ok {
+				if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return rep, err
+				}
+				continue
+			}
+			rep.Files++
+			if err := os.WriteFile(path, f.crashed(mode, rng, &rep), 0o644); err != nil {
+				return rep, err
+			}
+		}
+	}
+	t.files, t.keepDir = map[string]*file{}, nil
+	for _, d := range t.dirs {
+		d.durable, d.ops, d.names = map[string]*file{}, nil, map[string]bool{}
+	}
 	t.crashed = false
 	return rep, nil
+}
+
+// crashed returns f's bytes as the crash left them.
+func (f *file) crashed(mode Mode, rng *rand.Rand, rep *Report) []byte {
+	b := f.durable
+	for _, o := range f.ops {
+		switch {
+		case mode == KeepUnsynced || (mode == RandomSubset && o.trunc && rng.IntN(2) == 0):
+			b = apply(b, o)
+			rep.OpsKept++
+			rep.BytesKept += int64(len(o.data))
+		case mode == LoseUnsynced || o.trunc:
+			rep.OpsLost++
+			rep.BytesLost += int64(len(o.data))
+		default:
+			// Each aligned 4 KiB piece of the write survives or not.
+			kept, lost := 0, 0
+			for p := o.off; p < o.off+int64(len(o.data)); {
+				end := min((p/pieceSize+1)*pieceSize, o.off+int64(len(o.data)))
+				if rng.IntN(2) == 0 {
+					b = apply(b, op{off: p, data: o.data[p-o.off : end-o.off]})
+					kept++
+					rep.BytesKept += end - p
+				} else {
+					lost++
+					rep.BytesLost += end - p
+				}
+				p = end
+			}
+			switch {
+			case lost == 0:
+				rep.OpsKept++
+			case kept == 0:
+				rep.OpsLost++
+			default:
+				rep.OpsTorn++
+			}
+		}
+	}
+	return b
 }
 
 // FS is a small file system over the real one that reports every mutation
@@ -312,7 +536,7 @@ func (x FS) OpenFile(name string, flag int, perm fs.FileMode) (*File, error) {
 		return nil, err
 	}
 	if !existed {
-		if err := x.T.Open(name); err != nil {
+		if err := x.T.Create(name); err != nil {
 			f.Close()
 			return nil, err
 		}
@@ -330,6 +554,9 @@ func (x FS) OpenFile(name string, flag int, perm fs.FileMode) (*File, error) {
 // Remove deletes a file.
 func (x FS) Remove(name string) error {
 	if err := x.T.Check(); err != nil {
+		return err
+	}
+	if err := x.followEntry(name); err != nil {
 		return err
 	}
 	if err := os.Remove(name); err != nil {
@@ -360,8 +587,40 @@ func (x FS) MkdirAll(dir string, perm fs.FileMode) error {
 	return os.MkdirAll(dir, perm)
 }
 
-// SyncDir is durable at once in this model.
-func (x FS) SyncDir(dir string) error { return x.T.Check() }
+// Rename renames a file.
+func (x FS) Rename(oldpath, newpath string) error {
+	if err := x.T.Check(); err != nil {
+		return err
+	}
+	for _, p := range []string{oldpath, newpath} {
+		if err := x.followEntry(p); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(oldpath, newpath); err != nil {
+		return err
+	}
+	return x.T.Rename(oldpath, newpath)
+}
+
+// followEntry follows an existing file of a followed directory before its
+// entry changes, so that a crash can bring it back.
+func (x FS) followEntry(path string) error {
+	x.T.mu.Lock()
+	d, _ := x.T.dirOf(abs(path))
+	x.T.mu.Unlock()
+	if d == nil {
+		return nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	return x.T.Open(path)
+}
+
+// SyncDir makes a followed directory's entries durable (the others are
+// durable at once).
+func (x FS) SyncDir(dir string) error { return x.T.SyncDir(dir) }
 
 // ReadAt reads from the file.
 func (f *File) ReadAt(p []byte, off int64) (int, error) { return f.f.ReadAt(p, off) }
