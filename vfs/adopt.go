@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/bopstore/bop/wal"
 )
@@ -94,6 +95,16 @@ func recordImage(sp *wal.Spool, path string, ps uint32) (wal.RecordHeader, error
 	// The file must be durable before the spool says it holds it.
 	if err := f.Sync(); err != nil {
 		return wal.RecordHeader{}, fmt.Errorf("fsync %s: %w", path, err)
+	}
+	// So must their folder entries: stock SQLite fsyncs the folder only
+	// at a WAL's first fsync (with synchronous=NORMAL, its first
+	// checkpoint), and never for the main file, so a WAL it left may have
+	// no durable entry. The image holds the WAL's frames and meta.json
+	// then makes it the database's: a power loss must not lose the WAL
+	// (the reopen would read the main file alone, the spool the image;
+	// TestPowerLossAdoptWALEntry).
+	if err := syncStateDir(filepath.Dir(path)); err != nil {
+		return wal.RecordHeader{}, err
 	}
 	var wf wal.WALFile
 	w, err := os.OpenFile(path+"-wal", os.O_RDWR, 0)

@@ -61,6 +61,10 @@ type database struct {
 	catalog            *manifest.Catalog
 	writer             *manifest.Writer
 	pub                atomic.Pointer[checkpoint.Publisher]
+	// directWriter is the main file that wrote the database last: in
+	// rollback-journal mode (the switch to WAL mode) the connection whose
+	// transaction the deletion of the journal commits (VFS.Delete).
+	directWriter atomic.Pointer[mainFile]
 
 	// roleMu serialises a late start of the publisher (ensurePublisher);
 	// startErr is why it could not start (sticky).

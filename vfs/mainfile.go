@@ -102,6 +102,9 @@ func (f *mainFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.cn.MainWrite(p, off); err != nil {
 		return 0, err
 	}
+	if f.d.directWriter.Load() != f {
+		f.d.directWriter.Store(f)
+	}
 	return len(p), nil
 }
 
@@ -164,6 +167,7 @@ func (f *mainFile) Unlock(lock vfs.LockLevel) error {
 }
 
 func (f *mainFile) Close() error {
+	f.d.directWriter.CompareAndSwap(f, nil)
 	f.cn.Close()
 	err := f.File.Close()
 	if rerr := f.d.release(); err == nil {

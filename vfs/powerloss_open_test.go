@@ -112,6 +112,70 @@ func powerLossFirstOpen(t *testing.T, syncMode string, first, every int, modes [
 	t.Logf("power cuts: %v", cuts)
 }
 
+// bootProgress follows a boot's transactions while the power may go: the
+// txid capture reported after each (txids[i] for state i; 0: unknown) and
+// the last state promised.
+type bootProgress struct {
+	txids     []uint64
+	promised  int    // the last state promised (by FULL or Sync, or confirmed)
+	confirmed uint64 // the spool's confirmed watermark last seen with the power on
+}
+
+func newBootProgress() *bootProgress { return &bootProgress{txids: []uint64{0}} }
+
+// committed notes that the boot's statement i returned (state i+1),
+// promised by itself if promise; it reports false if the power is down.
+func (b *bootProgress) committed(t *testing.T, v *VFS, r *powerRig, path string, i int, promise bool) bool {
+	txid := uint64(0)
+	if d := lookup(fullPath(t, v, path)); d != nil && !r.isDown() {
+		txid = d.capture.LastFinal()
+	}
+	b.txids = append(b.txids, txid)
+	if promise {
+		b.promised = i + 1
+	}
+	if r.isDown() {
+		return false
+	}
+	if d := lookup(fullPath(t, v, path)); d != nil {
+		b.confirmed = d.spool.Confirmed()
+	}
+	return true
+}
+
+// end closes the boot's connection. If the power went during the boot, it
+// raises promised to the newest state whose txid the spool had confirmed,
+// puts the files back as the crash left them (mode) and returns where the
+// power went and a description of the cut; "" if the boot completed.
+func (b *bootProgress) end(t *testing.T, v *VFS, r *powerRig, db *sql.DB, path, syncMode string, mode crashfs.Mode, rng *rand.Rand) (cutWhat, what string) {
+	t.Helper()
+	db.Close()
+	if lookup(fullPath(t, v, path)) != nil {
+		t.Fatal("the database state is still open after its last connection closed")
+	}
+	if !r.isDown() {
+		return "", ""
+	}
+	for i := len(b.txids) - 1; i > b.promised; i-- {
+		if b.txids[i] != 0 && b.txids[i] <= b.confirmed {
+			b.promised = i
+			break
+		}
+	}
+	r.mu.Lock()
+	cutWhat = r.cutWhat
+	r.mu.Unlock()
+	what = fmt.Sprintf("synchronous=%s, %s, power cut at %s", syncMode, mode, cutWhat)
+	if err := r.putBackSnapshot(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := restoreKeepingMtimes(r.tracker(), mode, rng, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cutWhat, what + " (" + rep.String() + ")"
+}
+
 // firstBootCut runs the first boot with the rig's cut armed, restores the
 // files in mode and checks the reopen. It returns where the power went
 // ("": the boot completed without reaching the cut).
@@ -124,8 +188,7 @@ func firstBootCut(t *testing.T, v *VFS, r *powerRig, path, syncMode string, mode
 	}
 	db.SetMaxOpenConns(1)
 	states := firstBootStates()
-	txids := []uint64{0}
-	promised, confirmed := 0, uint64(0)
+	b := newBootProgress()
 	for i, st := range firstBoot {
 		var err error
 		if i == 0 {
@@ -139,46 +202,15 @@ func firstBootCut(t *testing.T, v *VFS, r *powerRig, path, syncMode string, mode
 			}
 			break
 		}
-		txid := uint64(0)
-		if d := lookup(fullPath(t, v, path)); d != nil && !r.isDown() {
-			txid = d.capture.LastFinal()
-		}
-		txids = append(txids, txid)
-		if syncMode == "full" {
-			promised = i + 1
-		}
-		if r.isDown() {
+		if !b.committed(t, v, r, path, i, syncMode == "full") {
 			break
 		}
-		if d := lookup(fullPath(t, v, path)); d != nil {
-			confirmed = d.spool.Confirmed()
-		}
 	}
-	db.Close()
-	if lookup(fullPath(t, v, path)) != nil {
-		t.Fatal("the database state is still open after its last connection closed")
-	}
-	if !r.isDown() {
+	cutWhat, what := b.end(t, v, r, db, path, syncMode, mode, rng)
+	if cutWhat == "" {
 		return ""
 	}
-	for i := len(txids) - 1; i > promised; i-- {
-		if txids[i] != 0 && txids[i] <= confirmed {
-			promised = i
-			break
-		}
-	}
-	r.mu.Lock()
-	cutWhat = r.cutWhat
-	r.mu.Unlock()
-	what := fmt.Sprintf("synchronous=%s, %s, power cut at %s", syncMode, mode, cutWhat)
-	if err := r.putBackSnapshot(); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := restoreKeepingMtimes(r.tracker(), mode, rng, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	what += " (" + rep.String() + ")"
+	txids, promised, confirmed := b.txids, b.promised, b.confirmed
 
 	// The reopen (with a new machine) must work and hold a promised state.
 	r.boot()

@@ -167,7 +167,16 @@ func (v *VFS) openWAL(name *vfs.Filename, flags vfs.OpenFlag) (vfs.File, vfs.Ope
 // close) ends its WAL generation in the capture; the main file is made
 // durable first (beforeWALReuse), or the WAL stays (SQLite ignores the
 // error: the next open recovers from it).
+//
+// Deleting a database's rollback journal commits a rollback-mode
+// transaction (the switch of a new or adopted database to WAL mode):
+// its pages are spooled, durable, before (see journalCommit).
 func (v *VFS) Delete(name string, syncDir bool) error {
+	if db, ok := strings.CutSuffix(name, "-journal"); ok {
+		if err := v.journalCommit(db); err != nil {
+			return vfs.SystemError(err, sqlite3.IOERR_DELETE)
+		}
+	}
 	var d *database
 	if db, ok := strings.CutSuffix(name, "-wal"); ok {
 		if d = lookup(db); d != nil && d.v != v {
@@ -187,6 +196,31 @@ func (v *VFS) Delete(name string, syncDir bool) error {
 		if err := d.capture.Deleted(); err != nil {
 			return vfs.SystemError(err, sqlite3.IOERR_DELETE)
 		}
+	}
+	return nil
+}
+
+// journalCommit spools the direct writes of the rollback-mode transaction
+// whose journal SQLite is about to delete, and makes them durable. The
+// deletion is the transaction's commit point and SQLite reports the
+// commit (COMMIT_PHASETWO, where capture would spool it otherwise) only
+// after it: a power loss between the two kept the transaction in the
+// main file (SQLite fsyncs it before deleting the journal) and lost it
+// from the spool, with no journal or WAL left to capture it from again,
+// so the spool no longer replayed to the database
+// (TestPowerLossAdoptJournalCommit). The main file holds exactly the
+// transaction's pages here, as at COMMIT_PHASETWO or the unlock
+// (wal.Conn.MainUnlock, which spools them if this connection wrote
+// them). Spooled first, a power loss before the deletion leaves a hot
+// journal, whose rollback on the next open is captured as one more
+// transaction: the spool still replays to the database.
+func (v *VFS) journalCommit(db string) error {
+	d := lookup(db)
+	if d == nil || d.v != v {
+		return nil
+	}
+	if mf := d.directWriter.Load(); mf != nil {
+		return mf.cn.MainUnlock()
 	}
 	return nil
 }
