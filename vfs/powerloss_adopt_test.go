@@ -433,22 +433,8 @@ func adoptBootCut(t *testing.T, v *VFS, r *powerRig, src adoptSource, path, sync
 	}
 	checkImageRecord(t, v, path, src.ref, what)
 	// A new write, the replay, a clean close, and stock SQLite reads it.
-	mustExec(t, db, "INSERT INTO t(id, k, v) VALUES(2000000, 'after', randomblob(5000))")
-	want, _, err := tableHash(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkReplay(t, v, path, db)
-	db.Close()
-	r.boot()
-	db2, err := sql.Open("sqlite3", dsn(path, v.Name(), pragmas...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, _, err := tableHash(db2); err != nil || got != want {
-		t.Fatalf("%s: after a write and a clean close, the reopen gives %x, %v; want %x", what, got, err, want)
-	}
-	db2.Close()
+	want := checkWriteAcrossClose(t, v, r, db, path, pragmas, what,
+		"INSERT INTO t(id, k, v) VALUES(2000000, 'after', randomblob(5000))")
 	if got := plainCopyHash(t, path, what); got != want {
 		t.Fatalf("%s: after bop's clean close, stock SQLite reads another content than bop", what)
 	}

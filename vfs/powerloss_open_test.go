@@ -176,6 +176,30 @@ func (b *bootProgress) end(t *testing.T, v *VFS, r *powerRig, db *sql.DB, path, 
 	return cutWhat, what + " (" + rep.String() + ")"
 }
 
+// checkWriteAcrossClose runs insert on db (the database reopened after a
+// cut), checks that its spool replays to it, closes it cleanly and checks
+// that a reopen through bop reads the same tables; it returns their hash.
+func checkWriteAcrossClose(t *testing.T, v *VFS, r *powerRig, db *sql.DB, path string, pragmas []string, what, insert string) uint64 {
+	t.Helper()
+	mustExec(t, db, insert)
+	want, _, err := tableHash(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReplay(t, v, path, db)
+	db.Close()
+	r.boot()
+	db2, err := sql.Open("sqlite3", dsn(path, v.Name(), pragmas...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if got, _, err := tableHash(db2); err != nil || got != want {
+		t.Fatalf("%s: after a write and a clean close, the reopen gives %x, %v; want %x", what, got, err, want)
+	}
+	return want
+}
+
 // firstBootCut runs the first boot with the rig's cut armed, restores the
 // files in mode and checks the reopen. It returns where the power went
 // ("": the boot completed without reaching the cut).
@@ -245,22 +269,8 @@ func firstBootCut(t *testing.T, v *VFS, r *powerRig, path, syncMode string, mode
 	// It takes new writes, replays from its spool, and keeps them across
 	// a clean close.
 	mustExec(t, db, "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, k TEXT, v BLOB)")
-	mustExec(t, db, "INSERT INTO t(id, k, v) VALUES(100, 'after', randomblob(5000))")
-	want, _, err := tableHash(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkReplay(t, v, path, db)
-	db.Close()
-	r.boot()
-	db2, err := sql.Open("sqlite3", dsn(path, v.Name(), pragmas...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db2.Close()
-	if got, _, err := tableHash(db2); err != nil || got != want {
-		t.Fatalf("%s: after writes and a clean close, the reopen gives %x, %v; want %x", what, got, err, want)
-	}
+	checkWriteAcrossClose(t, v, r, db, path, pragmas, what,
+		"INSERT INTO t(id, k, v) VALUES(100, 'after', randomblob(5000))")
 	t.Logf("%s: reopened at state %d of %d (%d promised)", what, k, len(states)-1, promised)
 	return cutWhat
 }
