@@ -1,6 +1,7 @@
 package vfs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -625,6 +626,24 @@ func (d *database) reconcile() error {
 	default:
 		return fmt.Errorf("open %s-wal: %w", d.path, err)
 	}
+	gone := h == nil
+	if !gone {
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("stat %s-wal: %w", d.path, err)
+		}
+		gone = fi.Size() == 0
+	}
+	if gone {
+		// No WAL: the main file must hold what the spool says was
+		// committed in the last one (wal.Spool.CheckWALGone).
+		if err := d.checkWALGone(); err != nil {
+			if errors.Is(err, wal.ErrLost) {
+				return fmt.Errorf("%w: %w", ErrChangedOutside, err)
+			}
+			return err
+		}
+	}
 	if err := d.capture.Reconcile(h); err != nil {
 		if errors.Is(err, wal.ErrUnknownWAL) || errors.Is(err, wal.ErrLost) || errors.Is(err, wal.ErrBadWAL) {
 			return fmt.Errorf("%w: %w", ErrChangedOutside, err)
@@ -632,6 +651,24 @@ func (d *database) reconcile() error {
 		return err
 	}
 	return nil
+}
+
+// checkWALGone runs wal.Spool.CheckWALGone on the main file (a new
+// database's may not exist yet: then it is empty).
+func (d *database) checkWALGone() error {
+	f, err := os.Open(d.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return d.spool.CheckWALGone(bytes.NewReader(nil), 0, d.path, d.path+"-wal")
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", d.path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", d.path, err)
+	}
+	return d.spool.CheckWALGone(f, fi.Size(), d.path, d.path+"-wal")
 }
 
 // openImage loads the presence bitmap of a sparse image.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bopstore/bop/internal/testutil"
+	"github.com/bopstore/bop/wal"
 	"github.com/ncruces/go-sqlite3"
 )
 
@@ -30,6 +31,10 @@ const helperEnv = "BOP_VFS_HELPER"
 //	crash: open, write BOP_VFS_ROWS rows in autocommit transactions, print
 //	       "ready", then exit without closing anything (a crash as far as
 //	       bop is concerned; the OS keeps what was written).
+//	pubcrash: open, write BOP_VFS_ROWS rows, publish them (PRAGMA
+//	       bop_checkpoint, which confirms them durable), with BOP_VFS_CKPT
+//	       set also copy the WAL into the main file (a passive
+//	       checkpoint), print "ready" and exit without closing.
 func TestHelperProcess(t *testing.T) {
 	mode := os.Getenv(helperEnv)
 	if mode == "" {
@@ -95,6 +100,24 @@ func TestHelperProcess(t *testing.T) {
 		}
 		fmt.Println("ready")
 		os.Exit(0) // no Close: the WAL, -shm and spool stay as a crash leaves them
+	case "pubcrash":
+		n, _ := strconv.Atoi(os.Getenv("BOP_VFS_ROWS"))
+		stmts := make([]string, 0, n+2)
+		for i := 0; i < n; i++ {
+			stmts = append(stmts, fmt.Sprintf("INSERT INTO t(v) VALUES ('row %d')", i))
+		}
+		stmts = append(stmts, "PRAGMA bop_checkpoint")
+		if os.Getenv("BOP_VFS_CKPT") != "" {
+			stmts = append(stmts, "PRAGMA wal_checkpoint(PASSIVE)")
+		}
+		for _, q := range stmts {
+			if _, err := db.Exec(q); err != nil {
+				fmt.Println("error", q, err)
+				os.Exit(2)
+			}
+		}
+		fmt.Println("ready")
+		os.Exit(0)
 	}
 	os.Exit(3)
 }
@@ -222,5 +245,81 @@ func TestCrashedOwnerRecovers(t *testing.T) {
 		t.Fatalf("%d rows after the crash, want %d", n, rows+5)
 	}
 	integrityOK(t, db)
+	checkReplay(t, v, path, db)
+}
+
+// crashAfterPublish runs the pubcrash helper on a new database and waits
+// for it to exit; it leaves rows published and confirmed, with the WAL
+// and -shm as a crash leaves them.
+func crashAfterPublish(t *testing.T, rows int, checkpoint bool) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "lost.db")
+	env := []string{fmt.Sprintf("BOP_VFS_ROWS=%d", rows)}
+	if checkpoint {
+		env = append(env, "BOP_VFS_CKPT=1")
+	}
+	c := startChild(t, "pubcrash", path, env...)
+	io.ReadAll(c.out)
+	c.cmd.Wait()
+	return path
+}
+
+// openAfterCrash opens path through a new bop VFS once the crashed
+// owner's lock is gone, and runs q (which must return one integer).
+func openAfterCrash(t *testing.T, path, q string) (*VFS, *sql.DB, int64, error) {
+	t.Helper()
+	v := newVFS(t, Config{})
+	db := openDB(t, v, path)
+	var n int64
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := db.QueryRow(q).Scan(&n)
+		if !errors.Is(err, ErrOwnedElsewhere) || time.Now().After(deadline) {
+			return v, db, n, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A WAL deleted while it held published (so confirmed) transactions that
+// no checkpoint had copied into the main file: the reopen is refused,
+// naming the WAL and the transactions, instead of continuing silently
+// from the older main file (which would fork the published history).
+func TestWALLostAfterPublish(t *testing.T) {
+	path := crashAfterPublish(t, 40, false)
+	for _, name := range []string{path + "-wal", path + "-shm"} {
+		if err := os.Remove(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, _, err := openAfterCrash(t, path, "SELECT count(*) FROM sqlite_schema")
+	if !errors.Is(err, ErrChangedOutside) || !errors.Is(err, wal.ErrLost) {
+		t.Fatalf("open without the WAL: %v, want ErrChangedOutside and wal.ErrLost", err)
+	}
+	if !strings.Contains(err.Error(), "lost.db-wal is missing, but txid") {
+		t.Fatalf("the error does not name the WAL and the transactions: %v", err)
+	}
+}
+
+// The same crash after a checkpoint copied the whole WAL into the main
+// file (as SQLite does before it deletes the WAL at a close): without the
+// WAL the main file holds everything, and the reopen goes on.
+func TestWALGoneAfterCheckpoint(t *testing.T) {
+	const rows = 40
+	path := crashAfterPublish(t, rows, true)
+	for _, name := range []string{path + "-wal", path + "-shm"} {
+		if err := os.Remove(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, db, n, err := openAfterCrash(t, path, "SELECT count(*) FROM t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != rows {
+		t.Fatalf("%d rows, want %d", n, rows)
+	}
+	integrityOK(t, db)
+	mustExec(t, db, "INSERT INTO t(v) VALUES ('after')")
 	checkReplay(t, v, path, db)
 }

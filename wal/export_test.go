@@ -8,3 +8,13 @@ func SetCheckpointWait(d time.Duration) (restore func()) {
 	old := checkpointWait.Swap(int64(d))
 	return func() { checkpointWait.Store(old) }
 }
+
+// RecordEnded records the WAL generation with these salts as ended in the
+// spool's state, as capture does when SQLite deletes or empties the WAL.
+func (s *Spool) RecordEnded(salt1, salt2 uint32) error {
+	var hdr [walHeaderSize]byte
+	hdr[0] = 0x37 // any non-zero header: only the salts are compared
+	hdr[16], hdr[17], hdr[18], hdr[19] = byte(salt1>>24), byte(salt1>>16), byte(salt1>>8), byte(salt1)
+	hdr[20], hdr[21], hdr[22], hdr[23] = byte(salt2>>24), byte(salt2>>16), byte(salt2>>8), byte(salt2)
+	return s.persist(0, &hdr, nil)
+}

@@ -236,6 +236,7 @@ func measure(run func(string, bool) error, dir string, useBop bool) (map[string]
 		"work_cpu_s": (workEnd.cpu - workStart.cpu).Seconds(),
 	}
 	m["open_s"], m["close_s"] = openTime.Seconds(), closeTime.Seconds()
+	m["open_cpu_s"], m["close_cpu_s"] = openCPU.Seconds(), closeCPU.Seconds()
 	lagSampler.extras(m)
 	return m, nil
 }
@@ -284,19 +285,19 @@ func open(path string, useBop bool) (*sql.DB, error) {
 // open_s and close_s: the open (through the first statement: bop takes
 // the writer role there) and the close (bop's final publish and release
 // record).
-var openTime, closeTime time.Duration
+var openTime, closeTime, openCPU, closeCPU time.Duration
 
 func timedOpen(path string, useBop bool) (*sql.DB, error) {
-	start := time.Now()
+	start, cpu := time.Now(), cpuTime()
 	db, err := open(path, useBop)
-	openTime = time.Since(start)
+	openTime, openCPU = time.Since(start), cpuTime()-cpu
 	return db, err
 }
 
 func timedClose(db *sql.DB) error {
-	start := time.Now()
+	start, cpu := time.Now(), cpuTime()
 	err := db.Close()
-	closeTime = time.Since(start)
+	closeTime, closeCPU = time.Since(start), cpuTime()-cpu
 	return err
 }
 

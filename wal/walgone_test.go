@@ -1,0 +1,137 @@
+package wal_test
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/bopstore/bop/wal"
+)
+
+// appendWALRec appends a WAL record of generation (salt1, 7) committed at
+// frame, with the given pages (version = txid), and returns its txid.
+func appendWALRec(t testing.TB, sp *wal.Spool, ps int, salt1, frame, dbPages uint32, pgnos ...uint32) uint64 {
+	t.Helper()
+	a, err := sp.Begin(wal.RecordHeader{Kind: wal.KindWAL, PageSize: uint32(ps), DBPages: dbPages, NPages: uint32(len(pgnos)),
+		WAL: wal.WALIdentity{Salt1: salt1, Salt2: 7, Frame: frame}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pgnos {
+		if err := a.Add(p, page(ps, p, a.Txid())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	txid, err := a.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return txid
+}
+
+// mainFile builds a main database file of dbPages pages holding, for each
+// page, the version (txid) given by versions (0: zeros).
+func mainFile(ps int, dbPages uint32, versions map[uint32]uint64) []byte {
+	b := make([]byte, int(dbPages)*ps)
+	for pgno, v := range versions {
+		if pgno > dbPages {
+			continue
+		}
+		copy(b[int(pgno-1)*ps:], page(ps, pgno, v))
+	}
+	return b
+}
+
+func checkGone(sp *wal.Spool, main []byte) error {
+	return sp.CheckWALGone(bytes.NewReader(main), int64(len(main)), "x.db", "x.db-wal")
+}
+
+func TestCheckWALGone(t *testing.T) {
+	const ps = 512
+	// Generation 1 (txid 1), then generation 2 (txids 2 and 3).
+	build := func(t *testing.T) *wal.Spool {
+		sp := openSpool(t, t.TempDir(), wal.SpoolOptions{})
+		t.Cleanup(func() { sp.Close() })
+		appendWALRec(t, sp, ps, 1, 3, 4, 1, 2, 4) // txid 1
+		appendWALRec(t, sp, ps, 2, 2, 5, 1, 5)    // txid 2
+		appendWALRec(t, sp, ps, 2, 4, 5, 2, 5)    // txid 3
+		confirmAll(t, sp)
+		return sp
+	}
+	full := map[uint32]uint64{1: 2, 2: 3, 4: 1, 5: 3} // every page's newest version
+	lost := func(t *testing.T, err error, want string) {
+		t.Helper()
+		if !errors.Is(err, wal.ErrLost) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("got %v, want wal.ErrLost saying %q", err, want)
+		}
+	}
+
+	t.Run("main holds everything", func(t *testing.T) {
+		if err := checkGone(build(t), mainFile(ps, 5, full)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("an older generation is not checked", func(t *testing.T) {
+		m := map[uint32]uint64{1: 2, 2: 3, 5: 3} // page 4 (txid 1, generation 1) differs
+		if err := checkGone(build(t), mainFile(ps, 5, m)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("main lacks the last transaction", func(t *testing.T) {
+		m := map[uint32]uint64{1: 2, 2: 1, 4: 1, 5: 2} // as of txid 2
+		lost(t, checkGone(build(t), mainFile(ps, 5, m)), "does not hold page 2 as txid 3 wrote it")
+	})
+	t.Run("main is too short", func(t *testing.T) {
+		lost(t, checkGone(build(t), mainFile(ps, 4, full)), "holds 2048 bytes, not the 2560 (5 pages) txid 3 left")
+	})
+	t.Run("generation ended", func(t *testing.T) {
+		sp := build(t)
+		if err := sp.RecordEnded(2, 7); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkGone(sp, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("another generation ended", func(t *testing.T) {
+		sp := build(t)
+		if err := sp.RecordEnded(1, 7); err != nil {
+			t.Fatal(err)
+		}
+		lost(t, checkGone(sp, nil), "x.db-wal is missing, but txids 2..3")
+	})
+	t.Run("unconfirmed records are not checked", func(t *testing.T) {
+		sp := build(t)
+		appendWALRec(t, sp, ps, 2, 6, 6, 6) // txid 4, unconfirmed: no WAL holds it
+		if err := checkGone(sp, mainFile(ps, 5, full)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("a direct write after", func(t *testing.T) {
+		sp := build(t)
+		appendRec(t, sp, ps, 5, 3) // rollback-mode write: the main file changed since
+		if err := checkGone(sp, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("nothing confirmed", func(t *testing.T) {
+		sp := openSpool(t, t.TempDir(), wal.SpoolOptions{})
+		defer sp.Close()
+		appendWALRec(t, sp, ps, 1, 3, 4, 1)
+		if err := checkGone(sp, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("published and truncated: the size is checked", func(t *testing.T) {
+		sp := build(t)
+		if err := sp.Truncate(3); err != nil {
+			t.Fatal(err)
+		}
+		lost(t, checkGone(sp, mainFile(ps, 2, full)), "holds 1024 bytes, not the 2560")
+		// Documented limit: the pages themselves are gone from the spool.
+		if err := checkGone(sp, mainFile(ps, 5, nil)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
