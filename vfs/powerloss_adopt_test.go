@@ -414,16 +414,8 @@ func adoptBootCut(t *testing.T, v *VFS, r *powerRig, src adoptSource, path, sync
 
 	// The reopen through bop (a new machine).
 	r.boot()
-	db, err = sql.Open("sqlite3", dsn(path, v.Name(), pragmas...))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, h := openHashed(t, dsn(path, v.Name(), pragmas...), what, "reopening failed")
 	defer db.Close()
-	db.SetMaxOpenConns(1)
-	h, _, err := tableHash(db)
-	if err != nil {
-		t.Fatalf("%s: reopening failed: %v", what, err)
-	}
 	k := checkState("the reopen through bop", h)
 	if s := queryString(t, db, "PRAGMA integrity_check"); s != "ok" {
 		t.Fatalf("%s: integrity_check: %s", what, s)
@@ -442,6 +434,24 @@ func adoptBootCut(t *testing.T, v *VFS, r *powerRig, src adoptSource, path, sync
 	return cutWhat
 }
 
+// openHashed opens the database at dsn with one connection (the caller
+// closes it) and returns it with its table's hash; an error fails the
+// test as "what: failing: err".
+func openHashed(t *testing.T, dsn, what, failing string) (*sql.DB, uint64) {
+	t.Helper()
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	h, _, err := tableHash(db)
+	if err != nil {
+		db.Close()
+		t.Fatalf("%s: %s: %v", what, failing, err)
+	}
+	return db, h
+}
+
 // plainCopyHash copies the database's files (main, WAL, journal) as they
 // are and returns the table's hash as stock SQLite reads the copy (a hot
 // journal rolled back, the WAL recovered), after its integrity_check.
@@ -454,16 +464,8 @@ func plainCopyHash(t *testing.T, path, what string) uint64 {
 			copyFile(t, path+sfx, out+sfx)
 		}
 	}
-	db, err := sql.Open("sqlite3", dsn(out, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, h := openHashed(t, dsn(out, ""), what, "stock SQLite cannot read a copy of the files")
 	defer db.Close()
-	db.SetMaxOpenConns(1)
-	h, _, err := tableHash(db)
-	if err != nil {
-		t.Fatalf("%s: stock SQLite cannot read a copy of the files: %v", what, err)
-	}
 	var s string
 	if err := db.QueryRow("PRAGMA integrity_check").Scan(&s); err != nil || s != "ok" {
 		t.Fatalf("%s: stock SQLite's integrity_check of a copy: %q, %v", what, s, err)

@@ -238,16 +238,8 @@ func firstBootCut(t *testing.T, v *VFS, r *powerRig, path, syncMode string, mode
 
 	// The reopen (with a new machine) must work and hold a promised state.
 	r.boot()
-	db, err = sql.Open("sqlite3", dsn(path, v.Name(), pragmas...))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, h := openHashed(t, dsn(path, v.Name(), pragmas...), what, "reopening failed")
 	defer db.Close()
-	db.SetMaxOpenConns(1)
-	h, _, err := tableHash(db)
-	if err != nil {
-		t.Fatalf("%s: reopening failed: %v", what, err)
-	}
 	k := -1
 	for i := len(states) - 1; i >= 0 && k < 0; i-- {
 		if states[i] == h {

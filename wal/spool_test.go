@@ -27,7 +27,16 @@ func page(ps int, pgno uint32, version uint64) []byte {
 // appendRec appends a direct record with the given pages (version = txid).
 func appendRec(t testing.TB, sp *wal.Spool, ps int, dbPages uint32, pgnos ...uint32) uint64 {
 	t.Helper()
-	a, err := sp.Begin(wal.RecordHeader{Kind: wal.KindDirect, PageSize: uint32(ps), DBPages: dbPages, NPages: uint32(len(pgnos))})
+	return appendHdr(t, sp, wal.RecordHeader{Kind: wal.KindDirect, PageSize: uint32(ps), DBPages: dbPages}, pgnos...)
+}
+
+// appendHdr appends a record with header h (NPages set from pgnos) and
+// the given pages (version = txid).
+func appendHdr(t testing.TB, sp *wal.Spool, h wal.RecordHeader, pgnos ...uint32) uint64 {
+	t.Helper()
+	h.NPages = uint32(len(pgnos))
+	ps := int(h.PageSize)
+	a, err := sp.Begin(h)
 	if err != nil {
 		t.Fatal(err)
 	}

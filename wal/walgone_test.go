@@ -13,21 +13,8 @@ import (
 // frame, with the given pages (version = txid), and returns its txid.
 func appendWALRec(t testing.TB, sp *wal.Spool, ps int, salt1, frame, dbPages uint32, pgnos ...uint32) uint64 {
 	t.Helper()
-	a, err := sp.Begin(wal.RecordHeader{Kind: wal.KindWAL, PageSize: uint32(ps), DBPages: dbPages, NPages: uint32(len(pgnos)),
-		WAL: wal.WALIdentity{Salt1: salt1, Salt2: 7, Frame: frame}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pgnos {
-		if err := a.Add(p, page(ps, p, a.Txid())); err != nil {
-			t.Fatal(err)
-		}
-	}
-	txid, err := a.Commit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return txid
+	return appendHdr(t, sp, wal.RecordHeader{Kind: wal.KindWAL, PageSize: uint32(ps), DBPages: dbPages,
+		WAL: wal.WALIdentity{Salt1: salt1, Salt2: 7, Frame: frame}}, pgnos...)
 }
 
 // mainFile builds a main database file of dbPages pages holding, for each
