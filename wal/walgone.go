@@ -25,14 +25,14 @@ import (
 // history, and its next transactions would fork it. That is refused here
 // (ErrLost), naming the file and the transactions.
 //
-// The proof: the main file is as large as the database after the last
-// confirmed transaction (a full checkpoint leaves it exactly so), and it
+// The proof: the main file is at least as large as the database after
+// the last confirmed transaction (a full checkpoint leaves it so), and it
 // holds the newest version of every page in the generation's records the
 // spool still has (by their xxhash; it reads at most the generation's
 // distinct pages, and only on this rare path). Limit: once published, a
 // record is truncated from the spool and only its header is kept, so a
 // lost WAL whose published transactions only changed pages in place,
-// without changing the database's size, passes (the remote holds the
+// without growing the database, passes (the remote holds the
 // pages to compare with; not done).
 func (s *Spool) CheckWALGone(main io.ReaderAt, mainSize int64, mainName, walName string) error {
 	st := s.Status()
@@ -94,10 +94,12 @@ func (s *Spool) CheckWALGone(main io.ReaderAt, mainSize int64, mainName, walName
 		}
 		from--
 	}
-	// A full checkpoint leaves the main file exactly as large as the
-	// database after its last transaction.
-	if want := int64(last.DBPages) * int64(last.PageSize); mainSize != want {
-		return missing(from, fmt.Sprintf("holds %d bytes, not the %d (%d pages) txid %d left", mainSize, want, last.DBPages, c))
+	// A full checkpoint leaves the main file as large as the database
+	// after its last transaction: exactly, or rounded up to the chunk
+	// size an application set (SQLITE_FCNTL_CHUNK_SIZE). Shorter, it lacks
+	// pages that transaction had.
+	if want := int64(last.DBPages) * int64(last.PageSize); mainSize < want {
+		return missing(from, fmt.Sprintf("holds %d bytes, fewer than the %d (%d pages) txid %d left", mainSize, want, last.DBPages, c))
 	}
 	if c < st.FirstTxid {
 		return nil // no page left to compare
