@@ -19,7 +19,9 @@ var (
 
 	// ErrChangedOutside: the database file or its WAL was changed by
 	// something other than bop since bop last had it open (another
-	// program, stock sqlite3, a copy put in its place). bop refuses to open
+	// program, stock sqlite3, a copy put in its place), or the WAL is gone
+	// with transactions bop had confirmed durable in it (deleted, or its
+	// folder entry lost to a power loss: wal.ErrLost). bop refuses to open
 	// it rather than publish a forked history. Restore the database, or
 	// move the -bop folder away to adopt the file as a new database.
 	ErrChangedOutside = errors.New("bop: database was changed outside bop")
