@@ -841,6 +841,13 @@ func (d *database) sealClosed() error {
 		if w, err = statFile(d.path + "-wal"); err != nil {
 			return err
 		}
+	} else if err := syncStateDir(filepath.Dir(d.path)); err != nil {
+		// So must its absence: SQLite deletes the WAL at the last close
+		// without fsyncing the folder, and a power loss could bring the
+		// file back after the seal said it was gone, which the next open
+		// would refuse as an outside change (TestPowerLossVFS, the
+		// database's folder followed).
+		return err
 	}
 	st := d.seal.state()
 	st.busy, st.open, st.main, st.wal = false, false, main, w

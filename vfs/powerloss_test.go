@@ -3,6 +3,7 @@ package vfs
 import (
 	"database/sql"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -32,10 +33,10 @@ import (
 // testStateFS), and bop's own fsync of the main file (the one before a WAL
 // restart with synchronous=OFF, and the seal's settle) is reported to the
 // same tracker (the durable.fsync seam). The -bop folder and its spool
-// folder are followed directories (crashfs.FollowDir): the creation,
-// removal or rename of a followed file in them is durable only at the
-// folder's fsync, and a crash keeps all, none or a random subset of those
-// not yet durable. A random workload
+// folder are followed directories (crashfs.FollowDir), and so is the
+// database's folder: the creation, removal or rename of a followed file
+// in them is durable only at the folder's fsync, and a crash keeps all,
+// none or a random subset of those not yet durable. A random workload
 // (autocommit inserts, updates and deletes, a bigger transaction that
 // spills, bop's automatic and explicit PASSIVE/TRUNCATE checkpoints, clean
 // closes) runs with synchronous OFF, NORMAL and FULL; the power goes at a
@@ -84,9 +85,13 @@ import (
 // the close. The close after the cut runs bop's close path against a
 // dead machine (every followed operation fails); only its effects on
 // followed files are undone, so an effect it could have through another
-// path (say, an unfollowed file) would be missed. crashfs follows files'
-// entries, not folders': the spool folder's entry in -bop and the entries
-// of the database's folder (main file, WAL, journal) are durable at once.
+// path (say, an unfollowed file) would be missed. The database's folder
+// is followed too (session 7): a WAL's or journal's creation and deletion
+// are durable at the folder's fsync (SQLite's at a new file's first
+// fsync or a deletion with syncDir, capture's at its first fsync of a WAL
+// handle, bop's before its seal says the WAL is gone); the main file
+// exists at boot, its entry durable. crashfs follows files' entries, not
+// folders': the spool folder's entry in -bop is durable at once.
 // The clean close's fsync of the main file (sealClosed) reaches the os,
 // not the tracker, which then treats main-file writes as unsynced that
 // are synced (harsher, never laxer). The -shm file is left as the cut
@@ -241,6 +246,11 @@ func (r *powerRig) boot() {
 	// entries are durable only at its fsync.
 	r.tr.FollowDir(r.bopDir)
 	r.tr.FollowDir(filepath.Join(r.bopDir, "spool"))
+	// The database's folder too: the creation and deletion of the WAL
+	// and the journal are durable only at its fsync (SQLite's at a new
+	// WAL's or journal's first fsync, and when it deletes a journal with
+	// syncDir; capture's at its first fsync of a WAL handle).
+	r.tr.FollowDir(filepath.Dir(r.bopDir))
 	r.cutAt.Store(0)
 	r.cutKind.Store(nil)
 	r.cutWhen.Store(nil)
@@ -255,13 +265,26 @@ func (c crashVFS) Open(name string, flags sqlite3vfs.OpenFlag) (sqlite3vfs.File,
 }
 
 func (c crashVFS) OpenFilename(name *sqlite3vfs.Filename, flags sqlite3vfs.OpenFlag) (sqlite3vfs.File, sqlite3vfs.OpenFlag, error) {
+	existed := false
+	if name != nil {
+		_, serr := os.Lstat(name.String())
+		existed = serr == nil
+	}
 	f, oflags, err := vfsutil.WrapOpenFilename(c.r.base, name, flags)
 	if err != nil || name == nil || flags&(sqlite3vfs.OPEN_MAIN_DB|sqlite3vfs.OPEN_WAL|sqlite3vfs.OPEN_MAIN_JOURNAL) == 0 {
 		return f, oflags, err
 	}
 	path := name.String()
 	tr := c.r.tracker()
-	if err := tr.Open(path); err != nil {
+	// A WAL or journal this open created is a new entry of the folder:
+	// durable at the folder's fsync, which ncruces' file does at its
+	// first Sync (and capture's handle at its first fsync: fdsync).
+	created := flags&(sqlite3vfs.OPEN_WAL|sqlite3vfs.OPEN_MAIN_JOURNAL) != 0 && !existed
+	track := tr.Open
+	if created {
+		track = tr.Create
+	}
+	if err := track(path); err != nil {
 		f.Close()
 		return nil, flags, err
 	}
@@ -282,7 +305,9 @@ func (c crashVFS) OpenFilename(name *sqlite3vfs.Filename, flags sqlite3vfs.OpenF
 	case flags&sqlite3vfs.OPEN_WAL != 0:
 		kind = "WAL"
 	}
-	return &crashFile{fileForward: fileForward{f}, r: c.r, tr: tr, path: path, kind: kind}, oflags, nil
+	cf := &crashFile{fileForward: fileForward{f}, r: c.r, tr: tr, path: path, kind: kind}
+	cf.dirSyncDue.Store(created)
+	return cf, oflags, nil
 }
 
 func (c crashVFS) Delete(name string, syncDir bool) error {
@@ -294,7 +319,13 @@ func (c crashVFS) Delete(name string, syncDir bool) error {
 	if err := c.r.base.Delete(name, syncDir); err != nil {
 		return err
 	}
-	return tr.Remove(name)
+	if err := tr.Remove(name); err != nil {
+		return err
+	}
+	if syncDir {
+		return tr.SyncDir(filepath.Dir(name))
+	}
+	return nil
 }
 
 func (c crashVFS) Access(name string, flags sqlite3vfs.AccessFlag) (bool, error) {
@@ -316,6 +347,9 @@ type crashFile struct {
 	// hdrPending: a WAL header was written through this handle and not
 	// fsynced since.
 	hdrPending atomic.Bool
+	// dirSyncDue: this handle created the file; its first Sync fsyncs
+	// the folder too (as ncruces' file and capture's fdsync do).
+	dirSyncDue atomic.Bool
 }
 
 func (f *crashFile) WriteAt(p []byte, off int64) (int, error) {
@@ -382,6 +416,9 @@ func (f *crashFile) Sync(flags sqlite3vfs.SyncFlag) error {
 	err := f.tr.Sync(f.path)
 	if err == nil {
 		f.hdrPending.Store(false)
+		if f.dirSyncDue.CompareAndSwap(true, false) {
+			err = f.tr.SyncDir(filepath.Dir(f.path))
+		}
 	}
 	return err
 }
@@ -1149,4 +1186,62 @@ func TestWALHeaderDurableBeforeFrames(t *testing.T) {
 			checkReplay(t, v, path, db)
 		})
 	}
+}
+
+// TestPowerLossWALDeletionAtClose: SQLite deletes the WAL at the last
+// close without fsyncing the folder, so a power loss soon after a clean
+// close can bring the WAL back (its deletion is lost, its bytes are as
+// they were). The seal said the WAL was absent; the reopen refused the
+// database as changed outside bop. bop fsyncs the database's folder
+// before its seal vouches for the WAL's absence (sealClosed). Found by
+// TestPowerLossVFS once the rig followed the database's folder.
+func TestPowerLossWALDeletionAtClose(t *testing.T) {
+	v := newVFS(t, offline(Config{}))
+	path := filepath.Join(t.TempDir(), "app.db")
+	r := &powerRig{base: v.base, bopDir: path + "-bop"}
+	v.base = crashVFS{r}
+	testSpoolFS, testStateFS = crashSpoolFS{r}, crashStateFS{crashSpoolFS{r}}
+	t.Cleanup(func() { testSpoolFS, testStateFS = nil, nil })
+	r.boot()
+	db := openDB(t, v, path)
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A clean database at boot; its WAL is created by the next open.
+	r.boot()
+	db = openDB(t, v, path)
+	db.SetMaxOpenConns(1)
+	for i := 0; i < 20; i++ {
+		mustExec(t, db, "INSERT INTO t(v) VALUES(randomblob(3000))")
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + "-wal"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the close left the WAL: %v", err)
+	}
+	r.powerCut("after a clean close")
+	// The power loss keeps every entry operation but the WAL's deletion.
+	r.tracker().KeepDirOps(func(kind, name string) bool { return !(kind == "remove" && name == "app.db-wal") })
+	if _, err := restoreKeepingMtimes(r.tracker(), crashfs.LoseUnsynced, nil, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.putBackSnapshot(); err != nil {
+		t.Fatal(err)
+	}
+	walBack := false
+	if _, err := os.Stat(path + "-wal"); err == nil {
+		walBack = true
+	}
+	r.boot()
+	db = openDB(t, v, path)
+	db.SetMaxOpenConns(1)
+	if n := queryInt(t, db, "SELECT count(*) FROM t"); n != 20 {
+		t.Fatalf("%d rows after the reopen, want 20 (the WAL came back: %v)", n, walBack)
+	}
+	integrityOK(t, db)
+	mustExec(t, db, "INSERT INTO t(v) VALUES(randomblob(10))")
+	checkReplay(t, v, path, db)
 }
