@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -628,11 +629,16 @@ func (d *database) reconcile() error {
 	}
 	gone := h == nil
 	if !gone {
-		fi, err := f.Stat()
-		if err != nil {
-			return fmt.Errorf("stat %s-wal: %w", d.path, err)
+		// A file without a WAL header (shorter than one, or zeros: a
+		// crash before its first sector landed) is no WAL either, to
+		// SQLite's recovery and to reconciliation alike. A generation
+		// capture confirmed anything in had its header fsynced.
+		var hdr [32]byte
+		n, err := f.ReadAt(hdr[:], 0)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read %s-wal: %w", d.path, err)
 		}
-		gone = fi.Size() == 0
+		gone = n < len(hdr) || hdr == [32]byte{}
 	}
 	if gone {
 		// No WAL: the main file must hold what the spool says was

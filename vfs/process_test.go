@@ -2,6 +2,7 @@ package vfs
 
 import (
 	"bufio"
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -31,6 +32,11 @@ const helperEnv = "BOP_VFS_HELPER"
 //	crash: open, write BOP_VFS_ROWS rows in autocommit transactions, print
 //	       "ready", then exit without closing anything (a crash as far as
 //	       bop is concerned; the OS keeps what was written).
+//	readercrash: with publishing deferred, write rows, checkpoint them
+//	       into the main file, then update them in place while a reader
+//	       holds a snapshot: the passive checkpoint that follows confirms
+//	       the updates but cannot copy them; print "ready", exit without
+//	       closing.
 //	pubcrash: open, write BOP_VFS_ROWS rows, publish them (PRAGMA
 //	       bop_checkpoint, which confirms them durable), with BOP_VFS_CKPT
 //	       set also copy the WAL into the main file (a passive
@@ -44,7 +50,11 @@ func TestHelperProcess(t *testing.T) {
 	if mode == "repl" || mode == "commit" {
 		publishingChild(mode, path) // exits
 	}
-	v, err := Register("bophelper", Config{})
+	cfg := Config{}
+	if mode == "readercrash" {
+		cfg = Config{CheckpointInterval: time.Hour, PublishBytes: -1} // nothing published: the spool keeps its pages
+	}
+	v, err := Register("bophelper", cfg)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(2)
@@ -100,6 +110,43 @@ func TestHelperProcess(t *testing.T) {
 		}
 		fmt.Println("ready")
 		os.Exit(0) // no Close: the WAL, -shm and spool stay as a crash leaves them
+	case "readercrash":
+		fail := func(what string, err error) {
+			fmt.Println("error", what, err)
+			os.Exit(2)
+		}
+		for _, q := range []string{
+			"INSERT INTO t(v) SELECT printf('%0100d', value) FROM generate_series(1, 200)",
+			"PRAGMA wal_checkpoint(TRUNCATE)",
+			"INSERT INTO t(v) VALUES ('after the truncate')",
+		} {
+			if _, err := db.Exec(q); err != nil {
+				fail(q, err)
+			}
+		}
+		ctx := context.Background()
+		reader, err := db.Conn(ctx)
+		if err != nil {
+			fail("reader", err)
+		}
+		var n int
+		if _, err := reader.ExecContext(ctx, "BEGIN"); err != nil {
+			fail("BEGIN", err)
+		}
+		if err := reader.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil {
+			fail("read", err)
+		}
+		for i := 0; i < 5; i++ {
+			q := fmt.Sprintf("UPDATE t SET v = printf('%%0100d', id + %d) WHERE id %% 7 = %d", 1000*(i+1), i)
+			if _, err := db.Exec(q); err != nil {
+				fail(q, err)
+			}
+		}
+		if _, err := db.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+			fail("checkpoint", err)
+		}
+		fmt.Println("ready")
+		os.Exit(0)
 	case "pubcrash":
 		n, _ := strconv.Atoi(os.Getenv("BOP_VFS_ROWS"))
 		stmts := make([]string, 0, n+2)
@@ -281,23 +328,65 @@ func openAfterCrash(t *testing.T, path, q string) (*VFS, *sql.DB, int64, error) 
 	}
 }
 
-// A WAL deleted while it held published (so confirmed) transactions that
-// no checkpoint had copied into the main file: the reopen is refused,
+// A WAL deleted (or left without a header: truncated, or zeros where
+// its header was) while it held published, so confirmed, transactions
+// that no checkpoint had copied into the main file: the reopen is refused,
 // naming the WAL and the transactions, instead of continuing silently
 // from the older main file (which would fork the published history).
 func TestWALLostAfterPublish(t *testing.T) {
-	path := crashAfterPublish(t, 40, false)
+	for _, c := range []struct {
+		name string
+		lose func(wal string) error
+	}{
+		{"deleted", os.Remove},
+		{"truncated to 0", func(p string) error { return os.Truncate(p, 0) }},
+		{"truncated to 16", func(p string) error { return os.Truncate(p, 16) }},
+		{"header zeroed", func(p string) error {
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt(make([]byte, 32), 0)
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := crashAfterPublish(t, 40, false)
+			if err := c.lose(path + "-wal"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(path + "-shm"); err != nil {
+				t.Fatal(err)
+			}
+			_, _, _, err := openAfterCrash(t, path, "SELECT count(*) FROM sqlite_schema")
+			if !errors.Is(err, ErrChangedOutside) || !errors.Is(err, wal.ErrLost) {
+				t.Fatalf("open with the WAL %s: %v, want ErrChangedOutside and wal.ErrLost", c.name, err)
+			}
+			if !strings.Contains(err.Error(), "lost.db-wal is gone (missing, empty or without a header), but txid") {
+				t.Fatalf("the error does not name the WAL and the transactions: %v", err)
+			}
+		})
+	}
+}
+
+// A WAL deleted while it held confirmed transactions that changed pages
+// in place (the main file's size is the same): with nothing published,
+// the spool still has their pages, and the reopen compares them with the
+// main file's and refuses.
+func TestWALLostUnpublished(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lost.db")
+	c := startChild(t, "readercrash", path)
+	io.ReadAll(c.out)
+	c.cmd.Wait()
 	for _, name := range []string{path + "-wal", path + "-shm"} {
 		if err := os.Remove(name); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, _, _, err := openAfterCrash(t, path, "SELECT count(*) FROM sqlite_schema")
-	if !errors.Is(err, ErrChangedOutside) || !errors.Is(err, wal.ErrLost) {
-		t.Fatalf("open without the WAL: %v, want ErrChangedOutside and wal.ErrLost", err)
-	}
-	if !strings.Contains(err.Error(), "lost.db-wal is missing, but txid") {
-		t.Fatalf("the error does not name the WAL and the transactions: %v", err)
+	_, _, _, err := openAfterCrash(t, path, "SELECT count(*) FROM t")
+	if !errors.Is(err, ErrChangedOutside) || !errors.Is(err, wal.ErrLost) || !strings.Contains(err.Error(), "does not hold page") {
+		t.Fatalf("open without the WAL: %v, want ErrChangedOutside and wal.ErrLost from the page comparison", err)
 	}
 }
 

@@ -8,8 +8,8 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// CheckWALGone is called at open when the database has no WAL file (or an
-// empty one), before Reconcile. It proves that the main database file
+// CheckWALGone is called at open when the database has no WAL file (or
+// one without a WAL header), before Reconcile. It proves that the main database file
 // holds every confirmed transaction of the last WAL generation the spool
 // recorded, unless that generation is recorded as ended.
 //
@@ -55,8 +55,10 @@ func (s *Spool) CheckWALGone(main io.ReaderAt, mainSize int64, mainName, walName
 			return err
 		}
 	}
-	if last.Kind != KindWAL || !last.hasWAL() {
-		return nil // an image or rollback-mode write: the main file was written directly
+	if !last.hasWAL() || (last.Kind != KindWAL && last.Kind != KindImage) {
+		// A rollback-mode write, or an image without WAL frames: the main
+		// file was written directly.
+		return nil
 	}
 	// Records after C (unconfirmed: Reconcile drops them, since no WAL
 	// holds their frames) must be WAL records too: a direct write after
@@ -79,20 +81,25 @@ func (s *Spool) CheckWALGone(main io.ReaderAt, mainSize int64, mainName, walName
 		if from == c {
 			txids = fmt.Sprintf("txid %d, committed in it (salts %08x/%08x, frame %d), was", c, last.WAL.Salt1, last.WAL.Salt2, last.WAL.Frame)
 		}
-		return fmt.Errorf("wal: %s is missing, but %s confirmed durable, and %s %s: the WAL was deleted or lost outside bop, and with it transactions the spool holds or published: %w",
+		return fmt.Errorf("wal: %s is gone (missing, empty or without a header), but %s confirmed durable, and %s %s: the WAL was deleted or lost outside bop, and with it transactions the spool holds or published: %w",
 			walName, txids, mainName, why, ErrLost)
 	}
-	// The generation's records the spool still has: from..c.
+	// The generation's records the spool still has: from..c. An adopted
+	// database's image that includes frames of this generation (its WAL
+	// was adopted and kept) starts it: it holds every page before.
 	from := c
-	for from > st.FirstTxid {
+	for from > st.FirstTxid && last.Kind == KindWAL {
 		h, err := s.Header(from - 1)
 		if err != nil {
 			return err
 		}
-		if h.Kind != KindWAL || !h.WAL.sameGeneration(last.WAL.Salt1, last.WAL.Salt2) {
+		if (h.Kind != KindWAL && h.Kind != KindImage) || !h.WAL.sameGeneration(last.WAL.Salt1, last.WAL.Salt2) {
 			break
 		}
 		from--
+		if h.Kind == KindImage {
+			break
+		}
 	}
 	// A full checkpoint leaves the main file as large as the database
 	// after its last transaction: exactly, or rounded up to the chunk

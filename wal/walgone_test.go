@@ -91,7 +91,7 @@ func TestCheckWALGone(t *testing.T) {
 		if err := sp.RecordEnded(1, 7); err != nil {
 			t.Fatal(err)
 		}
-		lost(t, checkGone(sp, nil), "x.db-wal is missing, but txids 2..3")
+		lost(t, checkGone(sp, nil), "x.db-wal is gone (missing, empty or without a header), but txids 2..3")
 	})
 	t.Run("unconfirmed records are not checked", func(t *testing.T) {
 		sp := build(t)
@@ -104,6 +104,38 @@ func TestCheckWALGone(t *testing.T) {
 		sp := build(t)
 		appendRec(t, sp, ps, 5, 3) // rollback-mode write: the main file changed since
 		if err := checkGone(sp, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("an adopted image with the generation's frames", func(t *testing.T) {
+		sp := openSpool(t, t.TempDir(), wal.SpoolOptions{})
+		defer sp.Close()
+		img := wal.RecordHeader{Kind: wal.KindImage, PageSize: ps, DBPages: 4, WAL: wal.WALIdentity{Salt1: 2, Salt2: 7, Frame: 3}}
+		appendHdr(t, sp, img, 1, 2, 3, 4)   // txid 1: the image, through frame 3
+		appendWALRec(t, sp, ps, 2, 5, 4, 2) // txid 2: the same generation
+		confirmAll(t, sp)
+		all := map[uint32]uint64{1: 1, 2: 2, 3: 1, 4: 1}
+		if err := checkGone(sp, mainFile(ps, 4, all)); err != nil {
+			t.Fatal(err)
+		}
+		// The main file as before adoption: the image's pages from the
+		// adopted WAL are not in it.
+		lost(t, checkGone(sp, mainFile(ps, 4, map[uint32]uint64{1: 1, 2: 2, 4: 1})), "does not hold page 3 as txid 1 wrote it")
+	})
+	t.Run("an adopted image is the last confirmed", func(t *testing.T) {
+		sp := openSpool(t, t.TempDir(), wal.SpoolOptions{})
+		defer sp.Close()
+		img := wal.RecordHeader{Kind: wal.KindImage, PageSize: ps, DBPages: 2, WAL: wal.WALIdentity{Salt1: 2, Salt2: 7, Frame: 3}}
+		appendHdr(t, sp, img, 1, 2)
+		confirmAll(t, sp)
+		lost(t, checkGone(sp, mainFile(ps, 2, map[uint32]uint64{1: 1})), "does not hold page 2 as txid 1 wrote it")
+		// An image without WAL frames: the main file was the image.
+		sp2 := openSpool(t, t.TempDir(), wal.SpoolOptions{})
+		defer sp2.Close()
+		img.WAL = wal.WALIdentity{}
+		appendHdr(t, sp2, img, 1, 2)
+		confirmAll(t, sp2)
+		if err := checkGone(sp2, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
