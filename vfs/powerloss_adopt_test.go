@@ -523,11 +523,7 @@ func TestPowerLossAdoptWALEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := newVFS(t, offline(Config{}))
-	r := &powerRig{base: v.base, bopDir: path + "-bop"}
-	v.base = crashVFS{r}
-	testSpoolFS, testStateFS = crashSpoolFS{r}, crashStateFS{crashSpoolFS{r}}
-	t.Cleanup(func() { testSpoolFS, testStateFS = nil, nil })
-	r.boot()
+	r := newPowerRig(t, v, path)
 	// The database's folder is followed: the main file's entry is
 	// durable, the WAL's creation is not (its bytes are).
 	tr := r.tracker()
@@ -596,11 +592,7 @@ func TestPowerLossAdoptJournalCommit(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "app.db")
 			copySource(t, src, path)
 			v := newVFS(t, offline(Config{}))
-			r := &powerRig{base: v.base, bopDir: path + "-bop"}
-			v.base = crashVFS{r}
-			testSpoolFS, testStateFS = crashSpoolFS{r}, crashStateFS{crashSpoolFS{r}}
-			t.Cleanup(func() { testSpoolFS, testStateFS = nil, nil })
-			r.boot()
+			r := newPowerRig(t, v, path)
 			deleted := false
 			cut := func(what string) bool {
 				if deleted {

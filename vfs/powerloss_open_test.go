@@ -291,11 +291,7 @@ func TestPowerLossMetaBeforeEntries(t *testing.T) {
 				plainDatabase(t, path, 1)
 				before = fileHash(t, path)
 			}
-			r := &powerRig{base: v.base, bopDir: path + "-bop"}
-			v.base = crashVFS{r}
-			testSpoolFS, testStateFS = crashSpoolFS{r}, crashStateFS{crashSpoolFS{r}}
-			t.Cleanup(func() { testSpoolFS, testStateFS = nil, nil })
-			r.boot()
+			r := newPowerRig(t, v, path)
 			renamed := false
 			cut := func(what string) bool {
 				renamed = renamed || what == "rename "+metaFileName+".tmp"
@@ -361,11 +357,7 @@ func TestPowerLossMetaBeforeEntries(t *testing.T) {
 func TestPowerLossWALSwitch(t *testing.T) {
 	v := newVFS(t, offline(Config{}))
 	path := filepath.Join(t.TempDir(), "app.db")
-	r := &powerRig{base: v.base, bopDir: path + "-bop"}
-	v.base = crashVFS{r}
-	testSpoolFS, testStateFS = crashSpoolFS{r}, crashStateFS{crashSpoolFS{r}}
-	t.Cleanup(func() { testSpoolFS, testStateFS = nil, nil })
-	r.boot()
+	r := newPowerRig(t, v, path)
 	journalSynced := false
 	cut := func(what string) bool {
 		journalSynced = journalSynced || what == "journal fsync"

@@ -235,6 +235,18 @@ func (r *powerRig) putBackSnapshot() error {
 	return nil
 }
 
+// newPowerRig puts a rig under v for the database at path: SQLite's
+// files through crashVFS, bop's spool and state files through the test
+// seams (undone at the test's end), and boots it.
+func newPowerRig(t *testing.T, v *VFS, path string) *powerRig {
+	r := &powerRig{base: v.base, bopDir: path + "-bop"}
+	v.base = crashVFS{r}
+	testSpoolFS, testStateFS = crashSpoolFS{r}, crashStateFS{crashSpoolFS{r}}
+	t.Cleanup(func() { testSpoolFS, testStateFS = nil, nil })
+	r.boot()
+	return r
+}
+
 // boot starts a new tracker: every file as it is now is durable (after a
 // clean close bop fsynced everything; after a restore it is what the disk
 // holds).
@@ -1198,11 +1210,7 @@ func TestWALHeaderDurableBeforeFrames(t *testing.T) {
 func TestPowerLossWALDeletionAtClose(t *testing.T) {
 	v := newVFS(t, offline(Config{}))
 	path := filepath.Join(t.TempDir(), "app.db")
-	r := &powerRig{base: v.base, bopDir: path + "-bop"}
-	v.base = crashVFS{r}
-	testSpoolFS, testStateFS = crashSpoolFS{r}, crashStateFS{crashSpoolFS{r}}
-	t.Cleanup(func() { testSpoolFS, testStateFS = nil, nil })
-	r.boot()
+	r := newPowerRig(t, v, path)
 	db := openDB(t, v, path)
 	db.SetMaxOpenConns(1)
 	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
