@@ -34,7 +34,11 @@ import (
 // lost WAL whose published transactions only changed pages in place,
 // without growing the database, passes (the remote holds the
 // pages to compare with; not done).
-func (s *Spool) CheckWALGone(main io.ReaderAt, mainSize int64, mainName, walName string) error {
+//
+// openMain opens the main file for reading (its size too); it is called
+// only when the check has to look at it, so an open whose WAL generation
+// is recorded as ended, or whose spool confirmed nothing, touches nothing.
+func (s *Spool) CheckWALGone(openMain func() (io.ReaderAt, int64, error), mainName, walName string) error {
 	st := s.Status()
 	c := st.ConfirmedTxid
 	var last RecordHeader
@@ -100,6 +104,10 @@ func (s *Spool) CheckWALGone(main io.ReaderAt, mainSize int64, mainName, walName
 		if h.Kind == KindImage {
 			break
 		}
+	}
+	main, mainSize, err := openMain()
+	if err != nil {
+		return err
 	}
 	// A full checkpoint leaves the main file as large as the database
 	// after its last transaction: exactly, or rounded up to the chunk

@@ -3,6 +3,7 @@ package wal_test
 import (
 	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -31,7 +32,7 @@ func mainFile(ps int, dbPages uint32, versions map[uint32]uint64) []byte {
 }
 
 func checkGone(sp *wal.Spool, main []byte) error {
-	return sp.CheckWALGone(bytes.NewReader(main), int64(len(main)), "x.db", "x.db-wal")
+	return sp.CheckWALGone(func() (io.ReaderAt, int64, error) { return bytes.NewReader(main), int64(len(main)), nil }, "x.db", "x.db-wal")
 }
 
 func TestCheckWALGone(t *testing.T) {
