@@ -100,12 +100,7 @@ func rollbackSource(ps, rows, size int) func(t *testing.T, path string) {
 // the first ones into the file already, the WAL was not restarted), as a
 // crash of a stock SQLite process leaves it.
 func walSource(t *testing.T, path string) {
-	live := filepath.Join(t.TempDir(), "live.db")
-	db := openDB(t, nil, live, "journal_mode(wal)", "wal_autocheckpoint(0)")
-	db.SetMaxOpenConns(1)
-	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v BLOB)")
-	mustExec(t, db, "CREATE INDEX t_k ON t(k)")
-	adoptRows(t, db, 1, 30, 1500)
+	live, db := liveWALSource(t)
 	checkpointTruncate(t, db)
 	adoptRows(t, db, 31, 20, 1200)
 	if err := checkpointStmt("PASSIVE")(db); err != nil {
@@ -122,17 +117,25 @@ func walSource(t *testing.T, path string) {
 	db.Close()
 }
 
-// walTailSource is walSource's database with a transaction too big for
-// its cache spilled into the WAL, uncommitted, when the copy was taken:
-// frames past the last commit frame, which the boot's first transaction
-// overwrites (same salts) and a power loss can leave in part.
-func walTailSource(t *testing.T, path string) {
+// liveWALSource opens a new database through stock SQLite in WAL mode,
+// without automatic checkpoints, with the adoption table and 30 rows, all
+// in its WAL.
+func liveWALSource(t *testing.T) (string, *sql.DB) {
 	live := filepath.Join(t.TempDir(), "live.db")
 	db := openDB(t, nil, live, "journal_mode(wal)", "wal_autocheckpoint(0)")
 	db.SetMaxOpenConns(1)
 	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v BLOB)")
 	mustExec(t, db, "CREATE INDEX t_k ON t(k)")
 	adoptRows(t, db, 1, 30, 1500)
+	return live, db
+}
+
+// walTailSource is walSource's database with a transaction too big for
+// its cache spilled into the WAL, uncommitted, when the copy was taken:
+// frames past the last commit frame, which the boot's first transaction
+// overwrites (same salts) and a power loss can leave in part.
+func walTailSource(t *testing.T, path string) {
+	live, db := liveWALSource(t)
 	fi, err := os.Stat(live + "-wal")
 	if err != nil {
 		t.Fatal(err)

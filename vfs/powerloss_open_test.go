@@ -297,21 +297,7 @@ func TestPowerLossMetaBeforeEntries(t *testing.T) {
 				renamed = renamed || what == "rename "+metaFileName+".tmp"
 				return renamed && what == "state folder fsync"
 			}
-			r.cutWhen.Store(&cut)
-			db, err := sql.Open("sqlite3", dsn(path, v.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := db.Exec("SELECT count(*) FROM sqlite_schema"); err == nil {
-				t.Fatal("the first open succeeded after the power cut")
-			}
-			db.Close()
-			if !r.isDown() {
-				t.Fatal("the first open made no folder fsync after renaming meta.json into place")
-			}
-			if err := r.putBackSnapshot(); err != nil {
-				t.Fatal(err)
-			}
+			openUntilCut(t, r, dsn(path, v.Name()), cut, "the first open made no folder fsync after renaming meta.json into place")
 			r.tracker().KeepDirOps(func(op, name string) bool { return name != lost })
 			if _, err := restoreKeepingMtimes(r.tracker(), crashfs.KeepUnsynced, nil, path); err != nil {
 				t.Fatal(err)
@@ -327,7 +313,7 @@ func TestPowerLossMetaBeforeEntries(t *testing.T) {
 				t.Fatalf("meta.json's rename was not kept: %v", err)
 			}
 			r.boot()
-			db = openDB(t, v, path)
+			db := openDB(t, v, path)
 			db.SetMaxOpenConns(1)
 			if _, _, err := tableHash(db); err != nil {
 				t.Fatalf("reopen after a power loss at the first open's folder fsync, %s entry lost: %v", lost, err)
@@ -340,6 +326,28 @@ func TestPowerLossMetaBeforeEntries(t *testing.T) {
 			mustExec(t, db, "INSERT INTO t(k, v) VALUES(1, randomblob(100))")
 			checkReplay(t, v, path, db)
 		})
+	}
+}
+
+// openUntilCut opens the database at dsn with the power going where cut
+// says (noCut fails the test if it never did): the first statement must
+// fail, and the unfollowed files of -bop are put back as the cut left them.
+func openUntilCut(t *testing.T, r *powerRig, dsn string, cut func(what string) bool, noCut string) {
+	t.Helper()
+	r.cutWhen.Store(&cut)
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("SELECT count(*) FROM sqlite_schema"); err == nil {
+		t.Fatal("the open succeeded after the power cut")
+	}
+	db.Close()
+	if !r.isDown() {
+		t.Fatal(noCut)
+	}
+	if err := r.putBackSnapshot(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -363,21 +371,7 @@ func TestPowerLossWALSwitch(t *testing.T) {
 		journalSynced = journalSynced || what == "journal fsync"
 		return what == "main file write"
 	}
-	r.cutWhen.Store(&cut)
-	db, err := sql.Open("sqlite3", dsn(path, v.Name(), "synchronous(off)"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("SELECT 1"); err == nil {
-		t.Fatal("the connection opened after the power cut")
-	}
-	db.Close()
-	if !r.isDown() {
-		t.Fatal("no write to the main file")
-	}
-	if err := r.putBackSnapshot(); err != nil {
-		t.Fatal(err)
-	}
+	openUntilCut(t, r, dsn(path, v.Name(), "synchronous(off)"), cut, "no write to the main file")
 	if _, err := restoreKeepingMtimes(r.tracker(), crashfs.KeepUnsynced, nil, path); err != nil {
 		t.Fatal(err)
 	}
@@ -385,14 +379,14 @@ func TestPowerLossWALSwitch(t *testing.T) {
 		t.Fatalf("the main file's extension was not kept: %v", err)
 	}
 	if !journalSynced {
-		// crashfs follows no entry of the database's folder: a journal
-		// never fsynced (nor its folder) is lost by hand.
+		// The restore keeps every entry operation (KeepUnsynced): a
+		// journal never fsynced (nor its folder) is lost by hand.
 		if err := os.Remove(path + "-journal"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r.boot()
-	db = openDB(t, v, path, "synchronous(off)")
+	db := openDB(t, v, path, "synchronous(off)")
 	db.SetMaxOpenConns(1)
 	h, _, err := tableHash(db)
 	if err != nil {

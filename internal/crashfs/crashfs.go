@@ -145,32 +145,14 @@ func abs(path string) string {
 
 // Open starts following path; its current content on disk (nothing if it
 // does not exist) counts as durable. Following a followed file is a no-op.
-func (t *Tracker) Open(path string) error {
-	path = abs(path)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.crashed {
-		return ErrCrashed
-	}
-	if f := t.files[path]; f != nil && !f.removed {
-		return nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	f := &file{durable: b}
-	t.files[path] = f
-	if d, name := t.dirOf(path); d != nil && err == nil {
-		d.durable[name], d.names[name] = f, true
-	}
-	return nil
-}
+func (t *Tracker) Open(path string) error { return t.follow(path, false) }
 
 // Create follows path as a file just created (empty). In a followed
 // directory its entry is durable only at SyncDir; elsewhere Create is
-// Open.
-func (t *Tracker) Create(path string) error {
+// Open, without reading the file.
+func (t *Tracker) Create(path string) error { return t.follow(path, true) }
+
+func (t *Tracker) follow(path string, create bool) error {
 	path = abs(path)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -178,17 +160,31 @@ func (t *Tracker) Create(path string) error {
 		return ErrCrashed
 	}
 	d, name := t.dirOf(path)
-	if d == nil {
-		if f := t.files[path]; f != nil && !f.removed {
-			return nil
-		}
-		t.files[path] = &file{}
+	if create && d != nil {
+		f := &file{}
+		t.files[path] = f
+		d.ops = append(d.ops, dirOp{name: name, f: f})
+		d.names[name] = true
 		return nil
 	}
-	f := &file{}
+	if f := t.files[path]; f != nil && !f.removed {
+		return nil
+	}
+	var b []byte
+	exists := false
+	if !create {
+		var err error
+		b, err = os.ReadFile(path)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		exists = err == nil
+	}
+	f := &file{durable: b}
 	t.files[path] = f
-	d.ops = append(d.ops, dirOp{name: name, f: f})
-	d.names[name] = true
+	if d != nil && exists {
+		d.durable[name], d.names[name] = f, true
+	}
 	return nil
 }
 
