@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bopstore/bop/remote"
 )
@@ -126,4 +129,66 @@ func runFencing(t *testing.T, store remote.Store, rounds int) {
 func TestFencingRace(t *testing.T) {
 	t.Run("fs", func(t *testing.T) { runFencing(t, fsStore(t), 12) })
 	t.Run("s3", func(t *testing.T) { runFencing(t, s3Store(t), 50) })
+}
+
+// headRefuser refuses the first `refuse` conditional writes of head as a
+// lost race (412), as a store busy with another taker's writes would.
+type headRefuser struct {
+	remote.Store
+	mu      sync.Mutex
+	refuse  int
+	refused int
+}
+
+func (s *headRefuser) Put(ctx context.Context, key string, r io.Reader, opts remote.PutOptions) (remote.PutResult, error) {
+	if key == testLayout.Head() {
+		s.mu.Lock()
+		refuse := s.refused < s.refuse
+		if refuse {
+			s.refused++
+		}
+		s.mu.Unlock()
+		if refuse {
+			return remote.PutResult{}, fmt.Errorf("test: put %s: %w", key, remote.ErrPrecondition)
+		}
+	}
+	return s.Store.Put(ctx, key, r, opts)
+}
+
+// The head bump outlasts a run of refusals longer than its minimum count,
+// and when it does give up, it says how long it tried and why.
+func TestBumpEpochPatience(t *testing.T) {
+	defer func(tries int, patience, backoff time.Duration) {
+		bumpMinTries, bumpPatience, bumpBackoffMax = tries, patience, backoff
+	}(bumpMinTries, bumpPatience, bumpBackoffMax)
+	bumpMinTries, bumpPatience, bumpBackoffMax = 8, 5*time.Second, 2*time.Millisecond
+	ctx := context.Background()
+
+	// 100 refusals: more than the minimum count (and than the 64 tries
+	// that were once the whole budget), within the patience.
+	store := &headRefuser{Store: fsStore(t), refuse: 100}
+	n := newNode(t, store, "writer-a", 4, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, true); err != nil {
+		t.Fatalf("takeover after %d refusals: %v", store.refused, err)
+	}
+	if store.refused != 100 {
+		t.Fatalf("head refused %d times, want 100", store.refused)
+	}
+	if err := n.w.Publish(ctx, n.randomPublish(mrand.New(mrand.NewPCG(3, 3)), 8)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Refused for ever: a clear error naming the tries and the refusal.
+	bumpPatience = 300 * time.Millisecond
+	store = &headRefuser{Store: fsStore(t), refuse: 1 << 30}
+	n = newNode(t, store, "writer-b", 4, WriterOptions{})
+	start := time.Now()
+	_, err := n.w.Takeover(ctx, true)
+	if err == nil || !strings.Contains(err.Error(), "gave up bumping the epoch") || !strings.Contains(err.Error(), remote.ErrPrecondition.Error()) {
+		t.Fatalf("takeover against a head that is always refused: %v", err)
+	}
+	if took := time.Since(start); took < bumpPatience {
+		t.Fatalf("gave up after %s, before the patience of %s", took, bumpPatience)
+	}
+	t.Log(err)
 }

@@ -379,14 +379,30 @@ func (w *Writer) beats(rec *Record, epoch uint64) bool {
 	return rec.Epoch > epoch || rec.Epoch == epoch && rec.Writer != w.id
 }
 
+// The head bump's retry budget: at least bumpMinTries conditional writes
+// and at least bumpPatience, backing off at random up to bumpBackoffMax.
+// Variables so that tests can shorten them.
+var (
+	bumpMinTries   = 64
+	bumpPatience   = 20 * time.Second
+	bumpBackoffMax = 250 * time.Millisecond
+)
+
 // bumpEpoch raises the epoch in head by one (creating head for a new
 // database) and returns the head as written and its ETag.
 func (w *Writer) bumpEpoch(ctx context.Context, force bool) (*Head, string, error) {
 	tip := w.cat.Tip()
-	for i := 0; i < 64; i++ {
+	// Two takers bumping in lockstep back off at random, growing to
+	// bumpBackoffMax. The give-up is by time as well as by count: 64 quick
+	// tries (about 2 s) ran out once when two forced takers met on a
+	// versitygw loaded by a full race-detector test run.
+	start := time.Now()
+	var refused error // the last refusal, for the give-up message
+	i := 0
+	for ; i < bumpMinTries || time.Since(start) < bumpPatience; i++ {
 		if i > 0 {
-			// Two takers bumping in lockstep: back off a little, at random.
-			if err := sleepCtx(ctx, time.Duration(1+mrand.IntN(1<<min(i, 6)))*time.Millisecond); err != nil {
+			backoff := time.Duration(1+mrand.Int64N(int64(min(time.Millisecond<<min(i, 16), bumpBackoffMax)/time.Millisecond))) * time.Millisecond
+			if err := sleepCtx(ctx, backoff); err != nil {
 				return nil, "", err
 			}
 		}
@@ -424,8 +440,10 @@ func (w *Writer) bumpEpoch(ctx context.Context, force bool) (*Head, string, erro
 			return &next, newTag, nil
 		}
 		if errors.Is(err, remote.ErrPrecondition) {
+			refused = err
 			continue // someone else changed head: read it again
 		}
+		refused = err
 		// Unknown outcome: did our head land?
 		got, gotTag, gerr := GetHead(ctx, w.store, w.layout)
 		if gerr != nil && !errors.Is(gerr, remote.ErrNotFound) {
@@ -438,7 +456,8 @@ func (w *Writer) bumpEpoch(ctx context.Context, force bool) (*Head, string, erro
 			return nil, "", err
 		}
 	}
-	return nil, "", fmt.Errorf("manifest: %s: head keeps changing, gave up bumping the epoch", w.layout.Head())
+	return nil, "", fmt.Errorf("manifest: %s: head keeps changing, gave up bumping the epoch after %d tries in %s (last: %v)",
+		w.layout.Head(), i, time.Since(start).Round(time.Millisecond), refused)
 }
 
 // checkNotDiverged compares the catalog's newest record with the remote
