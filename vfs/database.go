@@ -1,7 +1,6 @@
 package vfs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -657,34 +656,6 @@ func (d *database) reconcile() error {
 		return err
 	}
 	return nil
-}
-
-// checkWALGone runs wal.Spool.CheckWALGone, which opens the main file
-// only if it has to look at it (a new database's may not exist yet: then
-// it is empty).
-func (d *database) checkWALGone() error {
-	var f *os.File
-	defer func() {
-		if f != nil {
-			f.Close()
-		}
-	}()
-	openMain := func() (io.ReaderAt, int64, error) {
-		var err error
-		f, err = os.Open(d.path)
-		if errors.Is(err, os.ErrNotExist) {
-			return bytes.NewReader(nil), 0, nil
-		}
-		if err != nil {
-			return nil, 0, fmt.Errorf("open %s: %w", d.path, err)
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			return nil, 0, fmt.Errorf("stat %s: %w", d.path, err)
-		}
-		return f, fi.Size(), nil
-	}
-	return d.spool.CheckWALGone(openMain, d.path, d.path+"-wal")
 }
 
 // openImage loads the presence bitmap of a sparse image.

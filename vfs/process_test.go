@@ -147,6 +147,24 @@ func TestHelperProcess(t *testing.T) {
 		}
 		fmt.Println("ready")
 		os.Exit(0)
+	case "pubinplace":
+		// A full database file, then a new WAL generation whose
+		// transactions change pages in place and are published (the spool
+		// keeps only their headers), then a crash.
+		for _, q := range []string{
+			"INSERT INTO t(v) SELECT printf('%0100d', value) FROM generate_series(1, 200)",
+			"PRAGMA wal_checkpoint(TRUNCATE)",
+			"UPDATE t SET v = printf('%0100d', id + 1000) WHERE id % 5 = 0",
+			"UPDATE t SET v = printf('%0100d', id + 2000) WHERE id % 5 = 1",
+			"PRAGMA bop_checkpoint",
+		} {
+			if _, err := db.Exec(q); err != nil {
+				fmt.Println("error", q, err)
+				os.Exit(2)
+			}
+		}
+		fmt.Println("ready")
+		os.Exit(0)
 	case "pubcrash":
 		n, _ := strconv.Atoi(os.Getenv("BOP_VFS_ROWS"))
 		stmts := make([]string, 0, n+2)
@@ -367,6 +385,26 @@ func TestWALLostAfterPublish(t *testing.T) {
 				t.Fatalf("the error does not name the WAL and the transactions: %v", err)
 			}
 		})
+	}
+}
+
+// A WAL deleted while it held published transactions that changed pages
+// in place (the main file's size is the same): the spool kept only their
+// headers, so the reopen compares the main file with the pages the
+// catalog says they published, and refuses.
+func TestWALLostAfterPublishInPlace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lost.db")
+	c := startChild(t, "pubinplace", path)
+	io.ReadAll(c.out)
+	c.cmd.Wait()
+	for _, name := range []string{path + "-wal", path + "-shm"} {
+		if err := os.Remove(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, _, err := openAfterCrash(t, path, "SELECT count(*) FROM t")
+	if !errors.Is(err, ErrChangedOutside) || !errors.Is(err, wal.ErrLost) || !strings.Contains(err.Error(), "does not hold page") {
+		t.Fatalf("open without the WAL: %v, want ErrChangedOutside and wal.ErrLost from comparing the published pages", err)
 	}
 }
 

@@ -69,7 +69,9 @@ func (c *Capture) endGenerationLocked(next *[walHeaderSize]byte) error {
 	if ended == nil && next == nil {
 		return c.persistConfirmedLocked()
 	}
-	if err := c.spool.persist(c.confirmTargetLocked(), ended, next); err != nil {
+	// Every record so far belongs to an earlier generation: the next
+	// one's records begin after the spool's last txid.
+	if err := c.spool.persist(c.confirmTargetLocked(), ended, next, c.spool.Status().LastTxid); err != nil {
 		return c.failLocked(err)
 	}
 	return nil
@@ -111,7 +113,7 @@ func (c *Capture) persistConfirmedLocked() error {
 	if err := c.flushPendingLocked(); err != nil {
 		return err
 	}
-	if err := c.spool.persist(c.confirmTargetLocked(), nil, nil); err != nil {
+	if err := c.spool.persist(c.confirmTargetLocked(), nil, nil, unknownStart); err != nil {
 		return c.failLocked(err)
 	}
 	return nil

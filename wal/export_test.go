@@ -12,9 +12,24 @@ func SetCheckpointWait(d time.Duration) (restore func()) {
 // RecordEnded records the WAL generation with these salts as ended in the
 // spool's state, as capture does when SQLite deletes or empties the WAL.
 func (s *Spool) RecordEnded(salt1, salt2 uint32) error {
+	hdr := testWALHeader(salt1, salt2)
+	return s.persist(0, &hdr, nil, unknownStart)
+}
+
+// testWALHeader is a WAL header with these salts (any non-zero header:
+// only the salts are compared).
+func testWALHeader(salt1, salt2 uint32) [walHeaderSize]byte {
 	var hdr [walHeaderSize]byte
-	hdr[0] = 0x37 // any non-zero header: only the salts are compared
+	hdr[0] = 0x37
 	hdr[16], hdr[17], hdr[18], hdr[19] = byte(salt1>>24), byte(salt1>>16), byte(salt1>>8), byte(salt1)
 	hdr[20], hdr[21], hdr[22], hdr[23] = byte(salt2>>24), byte(salt2>>16), byte(salt2>>8), byte(salt2)
-	return s.persist(0, &hdr, nil)
+	return hdr
+}
+
+// RecordSeen records the WAL generation with these salts as the one
+// capture follows, its records beginning after txid after, as capture does
+// when SQLite writes a new WAL header.
+func (s *Spool) RecordSeen(salt1, salt2 uint32, after uint64) error {
+	hdr := testWALHeader(salt1, salt2)
+	return s.persist(0, nil, &hdr, after)
 }

@@ -77,6 +77,10 @@ func (c *Capture) reconcileLocked(f WALFile) error {
 	}
 	seen, hasSeen, ended, hasEnded := sp.walHeaders()
 	follow := false // the WAL's generation becomes the one capture follows
+	// Where the followed generation's records begin, if it is new to the
+	// state (spoolState.walStart): after every record so far, unless the
+	// spool already holds records of it.
+	seenAfter := sp.Status().LastTxid
 	if scan != nil {
 		var start uint32
 		switch {
@@ -86,6 +90,7 @@ func (c *Capture) reconcileLocked(f WALFile) error {
 					f.Name(), lastWAL.WAL.Frame, lastWAL.Txid, ErrLost))
 			}
 			start, follow = lastWAL.WAL.Frame, true
+			seenAfter = unknownStart
 		case hasEnded && ended == scan.hdr.raw:
 			// A generation SQLite ended and capture spooled whole, whose
 			// file was kept: nothing new in it.
@@ -149,7 +154,7 @@ func (c *Capture) reconcileLocked(f WALFile) error {
 	if follow {
 		seenNow = &scan.hdr.raw
 	}
-	if err := sp.persist(c.confirmTargetLocked(), nil, seenNow); err != nil {
+	if err := sp.persist(c.confirmTargetLocked(), nil, seenNow, seenAfter); err != nil {
 		return c.failLocked(err)
 	}
 	c.reconciled = true

@@ -624,6 +624,10 @@ func (s *Spool) confirmLocked(st *spoolState, txid uint64) error {
 	return nil
 }
 
+// unknownStart is persist's seenAfter when the txid at which a generation's
+// records begin is not known.
+const unknownStart = ^uint64(0)
+
 // walHeaders returns the WAL headers the state records: the generation
 // capture follows and the last one SQLite ended (ok false when zero).
 func (s *Spool) walHeaders() (seen [walHeaderSize]byte, hasSeen bool, ended [walHeaderSize]byte, hasEnded bool) {
@@ -636,8 +640,10 @@ func (s *Spool) walHeaders() (seen [walHeaderSize]byte, hasSeen bool, ended [wal
 // persist fsyncs the spool and saves, in one state write, the confirmed
 // watermark (raised to confirm if higher), the generation SQLite ended
 // (ended, if not nil) and the generation capture now follows (seen, if not
-// nil). A generation both ended and seen is not ended.
-func (s *Spool) persist(confirm uint64, ended, seen *[walHeaderSize]byte) error {
+// nil). A generation both ended and seen is not ended. seenAfter is the
+// txid after which seen's records begin, if a new seen (unknownStart: not
+// known; see spoolState.walStart).
+func (s *Spool) persist(confirm uint64, ended, seen *[walHeaderSize]byte, seenAfter uint64) error {
 	if err := s.Sync(); err != nil {
 		return err
 	}
@@ -653,6 +659,10 @@ func (s *Spool) persist(confirm uint64, ended, seen *[walHeaderSize]byte) error 
 		}
 		if seen != nil && st.walHeader != *seen {
 			st.walHeader, changed = *seen, true
+			st.walStart = 0
+			if seenAfter != unknownStart {
+				st.walStart = seenAfter + 1
+			}
 		}
 		if seen != nil && st.endedHeader == *seen {
 			st.endedHeader, changed = [walHeaderSize]byte{}, true

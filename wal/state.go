@@ -39,6 +39,11 @@ type spoolState struct {
 	// none): frames of this generation were all written through capture,
 	// so reconciliation may capture them even before any is spooled.
 	walHeader [walHeaderSize]byte
+	// walStart is one more than the spool's last txid when capture began
+	// following walHeader's generation (0: unknown, a state saved before
+	// bop recorded it): every record of that generation has a higher
+	// txid. CheckWALGone compares published pages from there on.
+	walStart uint64
 	// endedHeader is the header of the last generation SQLite ended
 	// (restart, truncation, deletion, rollback-journal mode): every
 	// committed frame of it is spooled, so a WAL file still holding it
@@ -60,6 +65,7 @@ func (st *spoolState) encode(b []byte) {
 	}
 	copy(b[104:136], st.walHeader[:])
 	copy(b[136:168], st.endedHeader[:])
+	le.PutUint64(b[168:], st.walStart)
 	le.PutUint64(b[stateBodySize-8:], xxhash.Sum64(b[:stateBodySize-8]))
 }
 
@@ -87,6 +93,7 @@ func decodeState(b []byte) (st spoolState, ok bool, err error) {
 	}
 	copy(st.walHeader[:], b[104:136])
 	copy(st.endedHeader[:], b[136:168])
+	st.walStart = le.Uint64(b[168:]) // zero in states written before it existed
 	return st, true, nil
 }
 

@@ -29,16 +29,20 @@ import (
 // the last confirmed transaction (a full checkpoint leaves it so), and it
 // holds the newest version of every page in the generation's records the
 // spool still has (by their xxhash; it reads at most the generation's
-// distinct pages, and only on this rare path). Limit: once published, a
-// record is truncated from the spool and only its header is kept, so a
-// lost WAL whose published transactions only changed pages in place,
-// without growing the database, passes (the remote holds the
-// pages to compare with; not done).
+// distinct pages, and only on this rare path). Once published, a record
+// is truncated from the spool and only its header is kept: the pages of
+// the generation's published records are compared with the hashes the
+// catalog keeps of them (published, below), from the txid at which the
+// state recorded the generation's start (spoolState.walStart).
 //
 // openMain opens the main file for reading (its size too); it is called
 // only when the check has to look at it, so an open whose WAL generation
 // is recorded as ended, or whose spool confirmed nothing, touches nothing.
-func (s *Spool) CheckWALGone(openMain func() (io.ReaderAt, int64, error), mainName, walName string) error {
+// published may be nil (no catalog): published records are then checked
+// by the database's size alone, as they are when the generation's start
+// is not recorded (a state written before bop recorded it) or an adopted
+// image in the spool starts the generation.
+func (s *Spool) CheckWALGone(openMain func() (io.ReaderAt, int64, error), published PublishedPages, mainName, walName string) error {
 	st := s.Status()
 	c := st.ConfirmedTxid
 	var last RecordHeader
@@ -116,27 +120,79 @@ func (s *Spool) CheckWALGone(openMain func() (io.ReaderAt, int64, error), mainNa
 	if want := int64(last.DBPages) * int64(last.PageSize); mainSize < want {
 		return missing(from, fmt.Sprintf("holds %d bytes, fewer than the %d (%d pages) txid %d left", mainSize, want, last.DBPages, c))
 	}
-	if c < st.FirstTxid {
-		return nil // no page left to compare
-	}
-	set, err := s.Newest(from, c)
-	if err != nil {
-		return err
-	}
-	defer set.Close()
-	page := make([]byte, set.PageSize)
-	for _, pgno := range set.Pgnos() { // ascending: reads go forward through the file
-		off := int64(pgno-1) * int64(set.PageSize)
+	page := make([]byte, last.PageSize)
+	// holds reports whether the main file holds page pgno with this hash.
+	holds := func(pgno uint32, hash uint64, txid uint64, from uint64) error {
+		off := int64(pgno-1) * int64(len(page))
 		n, err := main.ReadAt(page, off)
 		if n < len(page) {
 			if err != nil && err != io.EOF {
 				return fmt.Errorf("wal: read %s at %d: %w", mainName, off, err)
 			}
-			return missing(from, fmt.Sprintf("ends before page %d (txid %d wrote it)", pgno, set.locs[pgno].txid))
+			return missing(from, fmt.Sprintf("ends before page %d (txid %d wrote it)", pgno, txid))
 		}
-		if xxhash.Sum64(page) != set.locs[pgno].hash {
-			return missing(from, fmt.Sprintf("does not hold page %d as txid %d wrote it", pgno, set.locs[pgno].txid))
+		if xxhash.Sum64(page) != hash {
+			return missing(from, fmt.Sprintf("does not hold page %d as txid %d wrote it", pgno, txid))
+		}
+		return nil
+	}
+	var set *PageSet
+	if c >= st.FirstTxid {
+		var err error
+		if set, err = s.Newest(from, c); err != nil {
+			return err
+		}
+		defer set.Close()
+		for _, pgno := range set.Pgnos() { // ascending: reads go forward through the file
+			if err := holds(pgno, set.locs[pgno].hash, set.locs[pgno].txid, from); err != nil {
+				return err
+			}
 		}
 	}
-	return nil
+
+	// The generation's published records, truncated from the spool: their
+	// pages as the catalog knows them, except those a retained record
+	// wrote again (compared above).
+	s.mu.Lock()
+	truncated, walStart, seen := s.state.cur.truncated, s.state.cur.walStart, s.state.cur.walHeader
+	s.mu.Unlock()
+	if published == nil || walStart == 0 || walStart-1 >= truncated ||
+		!last.WAL.sameGeneration(binary.BigEndian.Uint32(seen[16:]), binary.BigEndian.Uint32(seen[20:])) {
+		return nil
+	}
+	// The retained records must reach down to the truncation point in
+	// this generation, and no adopted image may start it (the image holds
+	// every page before it; its published form is base objects).
+	fromKind := last.Kind
+	if from != c {
+		h, err := s.Header(from)
+		if err != nil {
+			return err
+		}
+		fromKind = h.Kind
+	}
+	if fromKind == KindImage || (c >= st.FirstTxid && from != st.FirstTxid) {
+		return nil
+	}
+	pubFrom := walStart // the first txid of the generation
+	return published(walStart-1, truncated, func(pgno uint32, hash uint64) error {
+		if pgno == 0 || pgno > last.DBPages {
+			return nil // beyond the database at txid c: freed since
+		}
+		if set != nil {
+			if _, again := set.locs[pgno]; again {
+				return nil
+			}
+		}
+		return holds(pgno, hash, truncated, pubFrom)
+	})
 }
+
+// PublishedPages is how CheckWALGone learns the pages of published
+// transactions, which the spool no longer holds: it calls fn with every
+// page whose newest version at txid through (a publish boundary) was
+// published by a transaction after txid after, and that version's
+// xxhash64. It may call fn for other pages too, with their version at
+// through: the main file must hold that as well (the check is then only
+// slower). An error from fn stops it and is returned.
+type PublishedPages func(after, through uint64, fn func(pgno uint32, hash uint64) error) error

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/bopstore/bop/wal"
+	"github.com/cespare/xxhash/v2"
 )
 
 // appendWALRec appends a WAL record of generation (salt1, 7) committed at
@@ -32,7 +33,28 @@ func mainFile(ps int, dbPages uint32, versions map[uint32]uint64) []byte {
 }
 
 func checkGone(sp *wal.Spool, main []byte) error {
-	return sp.CheckWALGone(func() (io.ReaderAt, int64, error) { return bytes.NewReader(main), int64(len(main)), nil }, "x.db", "x.db-wal")
+	return checkGonePublished(sp, main, nil)
+}
+
+func checkGonePublished(sp *wal.Spool, main []byte, published wal.PublishedPages) error {
+	return sp.CheckWALGone(func() (io.ReaderAt, int64, error) { return bytes.NewReader(main), int64(len(main)), nil }, published, "x.db", "x.db-wal")
+}
+
+// catalogOf is a PublishedPages answering from versions (page -> txid of
+// its version at any boundary), as a catalog would: the pages whose version
+// is newer than after. It records the ranges it was asked for.
+func catalogOf(ps int, versions map[uint32]uint64, asked *[][2]uint64) wal.PublishedPages {
+	return func(after, through uint64, fn func(uint32, uint64) error) error {
+		*asked = append(*asked, [2]uint64{after, through})
+		for pgno, v := range versions {
+			if v > after && v <= through {
+				if err := fn(pgno, xxhash.Sum64(page(ps, pgno, v))); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
 }
 
 func TestCheckWALGone(t *testing.T) {
@@ -148,15 +170,98 @@ func TestCheckWALGone(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	t.Run("published and truncated: the size is checked", func(t *testing.T) {
+	t.Run("published and truncated, start unknown: the size is checked", func(t *testing.T) {
 		sp := build(t)
 		if err := sp.Truncate(3); err != nil {
 			t.Fatal(err)
 		}
 		lost(t, checkGone(sp, mainFile(ps, 2, full)), "holds 1024 bytes, fewer than the 2560")
-		// Documented limit: the pages themselves are gone from the spool.
-		if err := checkGone(sp, mainFile(ps, 5, nil)); err != nil {
+		// Documented limit: the pages themselves are gone from the spool,
+		// and the state does not say where the generation began (a state
+		// written before bop recorded it), so there is nothing to ask the
+		// catalog.
+		var asked [][2]uint64
+		if err := checkGonePublished(sp, mainFile(ps, 5, nil), catalogOf(ps, full, &asked)); err != nil {
 			t.Fatal(err)
+		}
+		if len(asked) != 0 {
+			t.Fatalf("asked the catalog for %v without a recorded start", asked)
+		}
+	})
+
+	// The same spool, with generation 2's start recorded (after txid 1),
+	// as capture records it when SQLite writes the generation's header.
+	buildSeen := func(t *testing.T, truncate uint64) *wal.Spool {
+		sp := build(t)
+		if err := sp.RecordSeen(2, 7, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := sp.Truncate(truncate); err != nil {
+			t.Fatal(err)
+		}
+		return sp
+	}
+	t.Run("all published: pages compared with the catalog", func(t *testing.T) {
+		var asked [][2]uint64
+		cat := catalogOf(ps, full, &asked)
+		if err := checkGonePublished(buildSeen(t, 3), mainFile(ps, 5, full), cat); err != nil {
+			t.Fatal(err)
+		}
+		if len(asked) != 1 || asked[0] != [2]uint64{1, 3} {
+			t.Fatalf("asked the catalog for %v, want after 1 through 3", asked)
+		}
+		// Page 2 as txid 1's generation left it: txid 3's version is lost.
+		older := map[uint32]uint64{1: 2, 2: 0, 4: 1, 5: 3}
+		lost(t, checkGonePublished(buildSeen(t, 3), mainFile(ps, 5, older), cat), "does not hold page 2 as txid 3 wrote it")
+		// A page of an earlier generation is not asked for.
+		older = map[uint32]uint64{1: 2, 2: 3, 4: 0, 5: 3}
+		if err := checkGonePublished(buildSeen(t, 3), mainFile(ps, 5, older), cat); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("partly published: the rest from the spool", func(t *testing.T) {
+		// Txid 2 published (pages 1, 5), txid 3 retained (pages 2, 5):
+		// page 1 is checked against the catalog, page 5 against the spool.
+		var asked [][2]uint64
+		published := map[uint32]uint64{1: 2, 5: 2}
+		cat := catalogOf(ps, published, &asked)
+		if err := checkGonePublished(buildSeen(t, 2), mainFile(ps, 5, full), cat); err != nil {
+			t.Fatal(err)
+		}
+		if len(asked) != 1 || asked[0] != [2]uint64{1, 2} {
+			t.Fatalf("asked the catalog for %v, want after 1 through 2", asked)
+		}
+		lost(t, checkGonePublished(buildSeen(t, 2), mainFile(ps, 5, map[uint32]uint64{1: 1, 2: 3, 4: 1, 5: 3}), cat),
+			"does not hold page 1 as txid 2 wrote it")
+	})
+	t.Run("the catalog's pages beyond the database are skipped", func(t *testing.T) {
+		var asked [][2]uint64
+		cat := catalogOf(ps, map[uint32]uint64{1: 2, 2: 3, 5: 3, 9: 3}, &asked)
+		if err := checkGonePublished(buildSeen(t, 3), mainFile(ps, 5, full), cat); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("the catalog's error is returned", func(t *testing.T) {
+		boom := errors.New("catalog unreadable")
+		cat := func(after, through uint64, fn func(uint32, uint64) error) error { return boom }
+		if err := checkGonePublished(buildSeen(t, 3), mainFile(ps, 5, full), cat); !errors.Is(err, boom) {
+			t.Fatalf("got %v, want the catalog's error", err)
+		}
+	})
+	t.Run("generation started after the published records", func(t *testing.T) {
+		sp := build(t)
+		if err := sp.RecordSeen(2, 7, 2); err != nil { // the start is after txid 2
+			t.Fatal(err)
+		}
+		if err := sp.Truncate(2); err != nil {
+			t.Fatal(err)
+		}
+		var asked [][2]uint64
+		if err := checkGonePublished(sp, mainFile(ps, 5, full), catalogOf(ps, full, &asked)); err != nil {
+			t.Fatal(err)
+		}
+		if len(asked) != 0 {
+			t.Fatalf("asked the catalog for %v, want nothing (no published record of the generation)", asked)
 		}
 	})
 }
