@@ -241,6 +241,12 @@ func (p *Publisher) broadcastLocked() {
 	p.changed = make(chan struct{})
 }
 
+// Kick asks for a cycle now if anything is unpublished, without waiting
+// for it: the VFS kicks when SQLite's last connection starts closing, so
+// that the final publish's staging overlaps SQLite's final checkpoint
+// (Close waits for the cycle).
+func (p *Publisher) Kick() { p.kick() }
+
 func (p *Publisher) kick() {
 	select {
 	case p.kickCh <- struct{}{}:

@@ -154,6 +154,22 @@ func (f *mainFile) Sync(flags vfs.SyncFlag) error {
 
 // Unlock emits a rollback-mode transaction's direct writes before the
 // lock drops (another connection may write as soon as it does).
+// Lock: in WAL mode SQLite takes the main file's EXCLUSIVE lock only when
+// its last connection closes (bop refuses journal_mode changes; with
+// locking_mode=EXCLUSIVE, once at the first write): it then checkpoints
+// the WAL into the main file and deletes it. The final publish is started
+// at once (Publisher.Kick): staging the unpublished pages from the spool
+// overlaps that checkpoint, and Close waits for the cycle.
+func (f *mainFile) Lock(lock vfs.LockLevel) error {
+	err := f.File.Lock(lock)
+	if err == nil && lock == vfs.LOCK_EXCLUSIVE {
+		if pub := f.d.pub.Load(); pub != nil {
+			pub.Kick()
+		}
+	}
+	return err
+}
+
 func (f *mainFile) Unlock(lock vfs.LockLevel) error {
 	var cerr error
 	if lock <= vfs.LOCK_SHARED {
