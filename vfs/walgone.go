@@ -42,8 +42,9 @@ func (d *database) checkWALGone() error {
 // publishedPages is CheckWALGone's wal.PublishedPages: the pages whose
 // version at the boundary through lives in a delta object holding
 // transactions after txid after, with the hash the catalog stores in the
-// object's directory. It reads only the local catalog (opened for this
-// and closed again: the role opens it later), never the store.
+// object's directory. It reads only the local catalog (the database's if
+// open, else opened for this and closed again: the role opens it later),
+// never the store.
 //
 // The version at through of a page changed after `after` is in a delta
 // published after it, or in a base object made after it (an adopted
@@ -52,29 +53,39 @@ func (d *database) checkWALGone() error {
 // many were skipped. A catalog that cannot answer for through (none, or
 // one rebuilt since, whose history starts later) leaves the published
 // transactions checked by the database's size alone, and says so in the
-// log: a check that cannot be made must not keep the database closed.
+// log: a check that cannot be made must not keep the database closed. A
+// catalog that fails to answer (corrupt, unreadable) fails the open.
 func (d *database) publishedPages(after, through uint64, fn func(pgno uint32, hash uint64) error) error {
 	logf := func(format string, args ...any) {
 		if d.cfg.Logf != nil {
 			d.cfg.Logf("bop: "+format, args...)
 		}
 	}
-	path := d.catalogPath()
-	if _, err := os.Stat(path); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			logf("%s: no catalog to compare the published txids %d..%d with the main file (the WAL is gone): checked by size only", d.path, after+1, through)
-			return nil
+	cat := d.catalog
+	if cat == nil {
+		path := d.catalogPath()
+		if _, err := os.Stat(path); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				logf("%s: no catalog to compare the published txids %d..%d with the main file (the WAL is gone): checked by size only", d.path, after+1, through)
+				return nil
+			}
+			return fmt.Errorf("stat %s: %w", path, err)
 		}
-		return fmt.Errorf("stat %s: %w", path, err)
+		var err error
+		if cat, err = manifest.Open(path, d.catalogOptions(0)); err != nil {
+			return fmt.Errorf("check the published txids %d..%d against %s: %w", after+1, through, d.path, err)
+		}
+		defer cat.Close()
 	}
-	cat, err := manifest.Open(path, d.catalogOptions(0))
-	if err != nil {
-		return fmt.Errorf("check the published txids %d..%d against %s: %w", after+1, through, d.path, err)
-	}
-	defer cat.Close()
 	snap, err := cat.SnapshotAt(through)
-	if err != nil || snap.Rounded() {
-		logf("%s: the catalog has no boundary at txid %d (%v): the published txids %d..%d are checked by size only", d.path, through, err, after+1, through)
+	switch {
+	case errors.Is(err, manifest.ErrSnapshotTooOld):
+		logf("%s: the catalog's history starts after txid %d: the published txids %d..%d are checked by size only (%v)", d.path, through, after+1, through, err)
+		return nil
+	case err != nil:
+		return fmt.Errorf("check the published txids %d..%d against %s: %w", after+1, through, d.path, err)
+	case snap.Rounded():
+		logf("%s: the catalog has no boundary at txid %d (its newest is %d): the published txids %d..%d are checked by size only", d.path, through, snap.Txid(), after+1, through)
 		return nil
 	}
 	skipped := 0

@@ -332,6 +332,11 @@ func TestAppendImageThenCapture(t *testing.T) {
 	if st := s.c.Stats(); st.Reconciled != 0 {
 		t.Fatalf("reconciliation captured %d transactions the image holds", st.Reconciled)
 	}
+	// The image starts the generation it adopted, for the missing-WAL
+	// check (CheckWALGone): its records begin after txid 1.
+	if got := s.sp.WALStart(); got != 2 {
+		t.Fatalf("walStart %d after adopting an image of txid 1, want 2", got)
+	}
 	// SQLite's recovery stops at frame 2 too: its next transaction
 	// overwrites frame 3.
 	w.WriteFrame(3, 3, 4, pg(ps, 3, 3), false)
@@ -346,10 +351,17 @@ func TestAppendImageThenCapture(t *testing.T) {
 	s.noErr()
 	s.conn.CommitPhaseTwo()
 	s.expect(image + " 2:3=3/4 3:1=4/4")
+	// A new generation's records begin after every earlier one's.
+	if got := s.sp.WALStart(); got != 3 {
+		t.Fatalf("walStart %d after a restart that followed txid 2, want 3", got)
+	}
 	s.close()
 	s.open(wal.CaptureOptions{})
 	defer s.close()
 	s.expect(image + " 2:3=3/4 3:1=4/4")
+	if got := s.sp.WALStart(); got != 3 {
+		t.Fatalf("walStart %d after a reopen in the same generation, want 3 (kept)", got)
+	}
 }
 
 // CaptureOptions.Adopt replays an unknown generation's frames only into

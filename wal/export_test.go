@@ -33,3 +33,11 @@ func (s *Spool) RecordSeen(salt1, salt2 uint32, after uint64) error {
 	hdr := testWALHeader(salt1, salt2)
 	return s.persist(0, nil, &hdr, after)
 }
+
+// WALStart is the state's walStart: one more than the txid after which
+// the followed generation's records begin (0: not known).
+func (s *Spool) WALStart() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state.cur.walStart
+}

@@ -90,7 +90,14 @@ func (c *Capture) reconcileLocked(f WALFile) error {
 					f.Name(), lastWAL.WAL.Frame, lastWAL.Txid, ErrLost))
 			}
 			start, follow = lastWAL.WAL.Frame, true
+			// The spool holds records of this generation already: where it
+			// began is not known, unless the newest of them is an adopted
+			// image (the first record of an adoption), which holds every
+			// page of the generation before it.
 			seenAfter = unknownStart
+			if lastWAL.Kind == KindImage {
+				seenAfter = lastWAL.Txid
+			}
 		case hasEnded && ended == scan.hdr.raw:
 			// A generation SQLite ended and capture spooled whole, whose
 			// file was kept: nothing new in it.

@@ -42,7 +42,12 @@ type spoolState struct {
 	// walStart is one more than the spool's last txid when capture began
 	// following walHeader's generation (0: unknown, a state saved before
 	// bop recorded it): every record of that generation has a higher
-	// txid. CheckWALGone compares published pages from there on.
+	// txid. CheckWALGone compares published pages from there on. Never
+	// above the generation's first record (pages would be missed), except
+	// at an adopted image, which holds every page before it; never below
+	// the spool's start (SetStart): a sparse image (a database rebuilt
+	// from the store at T_seed) holds only pages written after T_seed, so
+	// comparing older ones would refuse a healthy database.
 	walStart uint64
 	// endedHeader is the header of the last generation SQLite ended
 	// (restart, truncation, deletion, rollback-journal mode): every

@@ -122,17 +122,17 @@ func (s *Spool) CheckWALGone(openMain func() (io.ReaderAt, int64, error), publis
 	}
 	page := make([]byte, last.PageSize)
 	// holds reports whether the main file holds page pgno with this hash.
-	holds := func(pgno uint32, hash uint64, txid uint64, from uint64) error {
+	holds := func(pgno uint32, hash uint64, wrote string, from uint64) error {
 		off := int64(pgno-1) * int64(len(page))
 		n, err := main.ReadAt(page, off)
 		if n < len(page) {
 			if err != nil && err != io.EOF {
 				return fmt.Errorf("wal: read %s at %d: %w", mainName, off, err)
 			}
-			return missing(from, fmt.Sprintf("ends before page %d (txid %d wrote it)", pgno, txid))
+			return missing(from, fmt.Sprintf("ends before page %d (%s)", pgno, wrote))
 		}
 		if xxhash.Sum64(page) != hash {
-			return missing(from, fmt.Sprintf("does not hold page %d as txid %d wrote it", pgno, txid))
+			return missing(from, fmt.Sprintf("does not hold page %d %s", pgno, wrote))
 		}
 		return nil
 	}
@@ -144,7 +144,7 @@ func (s *Spool) CheckWALGone(openMain func() (io.ReaderAt, int64, error), publis
 		}
 		defer set.Close()
 		for _, pgno := range set.Pgnos() { // ascending: reads go forward through the file
-			if err := holds(pgno, set.locs[pgno].hash, set.locs[pgno].txid, from); err != nil {
+			if err := holds(pgno, set.locs[pgno].hash, fmt.Sprintf("as txid %d wrote it", set.locs[pgno].txid), from); err != nil {
 				return err
 			}
 		}
@@ -184,7 +184,7 @@ func (s *Spool) CheckWALGone(openMain func() (io.ReaderAt, int64, error), publis
 				return nil
 			}
 		}
-		return holds(pgno, hash, truncated, pubFrom)
+		return holds(pgno, hash, fmt.Sprintf("as published at txid %d", truncated), pubFrom)
 	})
 }
 

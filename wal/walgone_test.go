@@ -212,7 +212,7 @@ func TestCheckWALGone(t *testing.T) {
 		}
 		// Page 2 as txid 1's generation left it: txid 3's version is lost.
 		older := map[uint32]uint64{1: 2, 2: 0, 4: 1, 5: 3}
-		lost(t, checkGonePublished(buildSeen(t, 3), mainFile(ps, 5, older), cat), "does not hold page 2 as txid 3 wrote it")
+		lost(t, checkGonePublished(buildSeen(t, 3), mainFile(ps, 5, older), cat), "does not hold page 2 as published at txid 3")
 		// A page of an earlier generation is not asked for.
 		older = map[uint32]uint64{1: 2, 2: 3, 4: 0, 5: 3}
 		if err := checkGonePublished(buildSeen(t, 3), mainFile(ps, 5, older), cat); err != nil {
@@ -232,7 +232,7 @@ func TestCheckWALGone(t *testing.T) {
 			t.Fatalf("asked the catalog for %v, want after 1 through 2", asked)
 		}
 		lost(t, checkGonePublished(buildSeen(t, 2), mainFile(ps, 5, map[uint32]uint64{1: 1, 2: 3, 4: 1, 5: 3}), cat),
-			"does not hold page 1 as txid 2 wrote it")
+			"does not hold page 1 as published at txid 2")
 	})
 	t.Run("the catalog's pages beyond the database are skipped", func(t *testing.T) {
 		var asked [][2]uint64
