@@ -279,7 +279,7 @@ func (d *database) open(flags openFlags) (err error) {
 	}
 	host, _ := os.Hostname()
 	me := Owner{PID: os.Getpid(), Host: host, Started: d.start, VFS: d.v.name,
-		Writer: manifest.NewWriterID(fmt.Sprintf("%s-pid%d", host, os.Getpid()))}
+		Writer: manifest.NewWriterID(fmt.Sprintf("%s-pid%d", host, os.Getpid())), ReadOnly: flags.readOnly}
 	if d.owner, err = openOwner(filepath.Join(d.dir, "lock"), me); err != nil {
 		return err
 	}

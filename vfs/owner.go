@@ -26,6 +26,22 @@ type Owner struct {
 	Started time.Time `json:"started"`
 	Writer  string    `json:"writer"`
 	VFS     string    `json:"vfs"`
+	// ReadOnly: the process opened the database read-only (it takes no
+	// writer role). LastWriter is then the writer id of the last
+	// read-write owner before it, carried forward so that a read-only
+	// open after a crash does not hide the crashed writer's id from the
+	// next read-write open (ownerLock.prevWriter).
+	ReadOnly   bool   `json:"read_only,omitempty"`
+	LastWriter string `json:"last_writer,omitempty"`
+}
+
+// writerID is the writer id of the last read-write owner as of o: its own,
+// or the one it carried forward.
+func (o Owner) writerID() string {
+	if o.ReadOnly {
+		return o.LastWriter
+	}
+	return o.Writer
 }
 
 func (o Owner) String() string {
@@ -43,6 +59,10 @@ type ownerLock struct {
 	// for LeaseTTL).
 	prev Owner
 }
+
+// prevWriter is the writer id of the last read-write owner before us
+// ("" if none is known): a remote lease it holds is ours to take over.
+func (l *ownerLock) prevWriter() string { return l.prev.writerID() }
 
 // maxOwnerFile bounds what is read of a lock file written by someone else.
 const maxOwnerFile = 4096
@@ -72,6 +92,9 @@ func openOwner(path string, me Owner) (*ownerLock, error) {
 	old := make([]byte, maxOwnerFile)
 	n, _ := f.ReadAt(old, 0)
 	prev, _ := decodeOwner(old[:n])
+	if me.ReadOnly {
+		me.LastWriter = prev.writerID()
+	}
 	b, err := json.Marshal(me)
 	if err != nil {
 		f.Close()

@@ -269,6 +269,44 @@ func TestSecondWriterProcessOwnedElsewhere(t *testing.T) {
 	checkReplay(t, v, path, db2)
 }
 
+// A read-only open between a crash and the next read-write open keeps
+// the crashed writer's id in the lock file (Owner.LastWriter): the
+// read-write open still takes over its own lease at once, instead of
+// failing with ErrOwnedElsewhere until the lease expires.
+func TestReadOnlyOpenAfterCrashKeepsOwnLease(t *testing.T) {
+	path := crashAfterPublish(t, 20, false)
+	v := newVFS(t, Config{})
+	ro, err := sqlite3.OpenFlags(dsn(path, v.Name()), sqlite3.OPEN_READONLY)
+	if err != nil {
+		t.Fatalf("read-only open after the crash: %v", err)
+	}
+	st, _, err := ro.Prepare("SELECT count(*) FROM t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Step() || st.ColumnInt(0) != 20 {
+		t.Fatalf("read-only: %d rows (%v), want 20", st.ColumnInt(0), st.Err())
+	}
+	st.Close()
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(path+"-bop", "lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, err := decodeOwner(raw); err != nil || !o.ReadOnly || o.LastWriter == "" {
+		t.Fatalf("lock file after the read-only open: %+v (%v), want read-only with the crashed writer's id", o, err)
+	}
+	db := openDB(t, v, path)
+	if _, err := db.Exec("INSERT INTO t(v) VALUES ('after')"); err != nil {
+		t.Fatalf("read-write open after a read-only one: %v", err)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM t"); n != 21 {
+		t.Fatalf("%d rows, want 21", n)
+	}
+}
+
 // A crash (the owner exits without closing) is not an outside change: the
 // next open recovers, capturing what the WAL holds past the spool.
 func TestCrashedOwnerRecovers(t *testing.T) {
