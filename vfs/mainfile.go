@@ -157,18 +157,24 @@ func (f *mainFile) Sync(flags vfs.SyncFlag) error {
 // Lock: in WAL mode SQLite takes the main file's EXCLUSIVE lock only when
 // its last connection closes (bop refuses journal_mode changes; with
 // locking_mode=EXCLUSIVE, once at the first write): it then checkpoints
-// the WAL into the main file and deletes it. The final publish is started
-// at once (Publisher.Kick): staging the unpublished pages from the spool
-// overlaps that checkpoint, and Close waits for the cycle.
+// the WAL into the main file and deletes it. With at least kickBytes in
+// the spool the final publish is started at once (Publisher.Kick):
+// staging the unpublished pages overlaps that checkpoint, and Close waits
+// for the cycle. Below that, Close's own final cycle is cheaper: it leaves
+// head to the release record (one head write fewer).
 func (f *mainFile) Lock(lock vfs.LockLevel) error {
 	err := f.File.Lock(lock)
 	if err == nil && lock == vfs.LOCK_EXCLUSIVE {
-		if pub := f.d.pub.Load(); pub != nil {
+		if pub := f.d.pub.Load(); pub != nil && f.d.spool.Status().Bytes >= kickBytes {
 			pub.Kick()
 		}
 	}
 	return err
 }
+
+// kickBytes is the spool size from which the final publish starts when
+// SQLite starts closing (mainFile.Lock).
+const kickBytes = 4 << 20
 
 func (f *mainFile) Unlock(lock vfs.LockLevel) error {
 	var cerr error
