@@ -46,7 +46,12 @@ type database struct {
 	layout    remote.Layout
 	remoteURL string
 	force     bool // take the writer role even from a live writer
-	readOnly  bool // the first connection was read-only: no writer role at open (a later read-write connection takes it)
+	readOnly  bool // the first connection was read-only: no writer role at open (a later read-write connection takes it: rwJoined)
+	// rwJoined: a read-write connection joined a database whose first
+	// connection was read-only; ensurePublisher then takes the writer
+	// role and starts the publisher (at that connection's open, through
+	// the auto-extension), as it does for a new database.
+	rwJoined atomic.Bool
 	meta      *meta
 	owner     *ownerLock
 	seal      *sealFile
@@ -146,6 +151,9 @@ func (v *VFS) acquire(path string, flags openFlags) (*database, error) {
 		}
 		d.refs++
 		registry.mu.Unlock()
+		if !flags.readOnly {
+			d.rwJoined.Store(true)
+		}
 		<-d.ready
 		if d.openErr != nil {
 			return nil, d.openErr

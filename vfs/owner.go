@@ -44,6 +44,14 @@ func (o Owner) writerID() string {
 	return o.Writer
 }
 
+// wasWriter reports whether id is a writer id this folder's owner o may
+// have held: its own (a read-only first connection takes the writer role
+// when a read-write one follows, without rewriting the lock file) or the
+// one it carried forward.
+func (o Owner) wasWriter(id string) bool {
+	return id != "" && (id == o.Writer || id == o.LastWriter)
+}
+
 func (o Owner) String() string {
 	return fmt.Sprintf("pid %d on %s (writer %s, since %s)", o.PID, o.Host, o.Writer, o.Started.UTC().Format(time.RFC3339))
 }
@@ -60,9 +68,10 @@ type ownerLock struct {
 	prev Owner
 }
 
-// prevWriter is the writer id of the last read-write owner before us
-// ("" if none is known): a remote lease it holds is ours to take over.
-func (l *ownerLock) prevWriter() string { return l.prev.writerID() }
+// prevWrote reports whether writer id was held by a previous owner of
+// this folder (which is gone: we hold the flock), so that a remote lease
+// it holds is ours to take over.
+func (l *ownerLock) prevWrote(id string) bool { return l.prev.wasWriter(id) }
 
 // maxOwnerFile bounds what is read of a lock file written by someone else.
 const maxOwnerFile = 4096

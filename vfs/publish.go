@@ -80,7 +80,7 @@ func (d *database) ensurePublisher() error {
 	}
 	d.roleMu.Lock()
 	defer d.roleMu.Unlock()
-	if d.pub.Load() != nil || d.readOnly {
+	if d.pub.Load() != nil || d.readOnly && !d.rwJoined.Load() {
 		return nil
 	}
 	if d.startErr != nil {

@@ -216,12 +216,11 @@ func (d *database) takeRole(pageSize uint32) (rebuild, error) {
 // ours: the flock we hold proves it is gone).
 func (d *database) takeover(ctx context.Context) (checkpoint.TakeoverResult, error) {
 	res, err := checkpoint.TakeOver(ctx, d.catalog, d.writer, d.force)
-	prev := d.owner.prevWriter()
-	if err == nil || d.force || !errors.Is(err, manifest.ErrOwnedElsewhere) || prev == "" {
+	if err == nil || d.force || !errors.Is(err, manifest.ErrOwnedElsewhere) || d.owner.prev.Writer == "" {
 		return res, err
 	}
 	h, _, herr := manifest.GetHead(ctx, d.store, d.layout)
-	if herr != nil || h.Writer != prev {
+	if herr != nil || !d.owner.prevWrote(h.Writer) {
 		return res, err
 	}
 	d.logf("bop: %s: taking over the lease of writer %s, this folder's previous owner (%s), which is gone", d.path, h.Writer, d.owner.prev)

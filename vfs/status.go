@@ -86,7 +86,7 @@ func (d *database) status() Status {
 		Owner: d.owner.owner.String(), Writer: d.owner.owner.Writer, TSeed: d.meta.TSeed, LagWaits: d.lagWaits.Load(),
 		Publisher: "not started (a new database starts it once its first page exists)",
 	}
-	if d.readOnly {
+	if d.readOnly && !d.rwJoined.Load() {
 		st.Publisher = "none (opened read-only)"
 	}
 	if sp.Blocked {
