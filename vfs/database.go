@@ -52,15 +52,15 @@ type database struct {
 	// role and starts the publisher (at that connection's open, through
 	// the auto-extension), as it does for a new database.
 	rwJoined atomic.Bool
-	meta      *meta
-	owner     *ownerLock
-	seal      *sealFile
-	spool     *wal.Spool
-	capture   *wal.Capture
-	img       *image // nil: the image is complete
-	mainFD    *os.File
-	inner     remote.Store // the backend
-	store     remote.Store // the backend through the cache (and, in tests, a fault wrapper)
+	meta     *meta
+	owner    *ownerLock
+	seal     *sealFile
+	spool    *wal.Spool
+	capture  *wal.Capture
+	img      *image // nil: the image is complete
+	mainFD   *os.File
+	inner    remote.Store // the backend
+	store    remote.Store // the backend through the cache (and, in tests, a fault wrapper)
 	// enforcesConditions: the store declares it enforces conditional
 	// puts by construction (remote.ConditionEnforcer): it is not probed.
 	enforcesConditions bool
