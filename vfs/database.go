@@ -47,20 +47,20 @@ type database struct {
 	remoteURL string
 	force     bool // take the writer role even from a live writer
 	readOnly  bool // the first connection was read-only: no writer role at open (a later read-write connection takes it: rwJoined)
+	meta      *meta
+	owner     *ownerLock
+	seal      *sealFile
+	spool     *wal.Spool
+	capture   *wal.Capture
+	img       *image // nil: the image is complete
+	mainFD    *os.File
+	inner     remote.Store // the backend
+	store     remote.Store // the backend through the cache (and, in tests, a fault wrapper)
 	// rwJoined: a read-write connection joined a database whose first
 	// connection was read-only; ensurePublisher then takes the writer
 	// role and starts the publisher (at that connection's open, through
 	// the auto-extension), as it does for a new database.
 	rwJoined atomic.Bool
-	meta     *meta
-	owner    *ownerLock
-	seal     *sealFile
-	spool    *wal.Spool
-	capture  *wal.Capture
-	img      *image // nil: the image is complete
-	mainFD   *os.File
-	inner    remote.Store // the backend
-	store    remote.Store // the backend through the cache (and, in tests, a fault wrapper)
 	// enforcesConditions: the store declares it enforces conditional
 	// puts by construction (remote.ConditionEnforcer): it is not probed.
 	enforcesConditions bool
