@@ -192,3 +192,42 @@ func TestBumpEpochPatience(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// landedRefuser stores every head write but reports it refused (412), as
+// a client sees a conditional write whose first attempt landed with its
+// response lost and whose retry is refused by that very write.
+type landedRefuser struct {
+	remote.Store
+	mu      sync.Mutex
+	refused int
+}
+
+func (s *landedRefuser) Put(ctx context.Context, key string, r io.Reader, opts remote.PutOptions) (remote.PutResult, error) {
+	res, err := s.Store.Put(ctx, key, r, opts)
+	if err == nil && key == testLayout.Head() {
+		s.mu.Lock()
+		s.refused++
+		s.mu.Unlock()
+		return remote.PutResult{}, fmt.Errorf("test: put %s (retried): %w", key, remote.ErrPrecondition)
+	}
+	return res, err
+}
+
+// A head bump that landed but was reported refused is recognized as ours
+// when head is read back: the takeover completes instead of bumping
+// again and again over its own writes.
+func TestBumpEpochOwnWriteRefused(t *testing.T) {
+	defer func(tries int, patience, backoff time.Duration) {
+		bumpMinTries, bumpPatience, bumpBackoffMax = tries, patience, backoff
+	}(bumpMinTries, bumpPatience, bumpBackoffMax)
+	bumpMinTries, bumpPatience, bumpBackoffMax = 8, 300*time.Millisecond, 2*time.Millisecond
+	store := &landedRefuser{Store: fsStore(t)}
+	n := newNode(t, store, "writer-a", 4, WriterOptions{})
+	info, err := n.w.Takeover(context.Background(), true)
+	if err != nil {
+		t.Fatalf("takeover whose head writes are all reported refused: %v", err)
+	}
+	if store.refused != 1 || info.Epoch != 1 {
+		t.Fatalf("head written %d times, epoch %d; want 1 write, epoch 1", store.refused, info.Epoch)
+	}
+}

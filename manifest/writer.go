@@ -439,18 +439,20 @@ func (w *Writer) bumpEpoch(ctx context.Context, force bool) (*Head, string, erro
 		if err == nil {
 			return &next, newTag, nil
 		}
+		refused = err
+		// Did our head land anyway? Unknown outcomes (a lost response),
+		// and refusals too: the client retries a request whose response
+		// was lost, and the retry of a conditional write that landed is
+		// refused by its own first attempt (412).
+		got, gotTag, gerr := GetHead(ctx, w.store, w.layout)
+		if gerr == nil && got.Epoch == next.Epoch && got.Writer == w.id && got.RenewedMs == next.RenewedMs {
+			return got, gotTag, nil
+		}
 		if errors.Is(err, remote.ErrPrecondition) {
-			refused = err
 			continue // someone else changed head: read it again
 		}
-		refused = err
-		// Unknown outcome: did our head land?
-		got, gotTag, gerr := GetHead(ctx, w.store, w.layout)
 		if gerr != nil && !errors.Is(gerr, remote.ErrNotFound) {
 			return nil, "", fmt.Errorf("%w (and reading head back: %v)", err, gerr)
-		}
-		if gerr == nil && got.Epoch == next.Epoch && got.Writer == w.id {
-			return got, gotTag, nil
 		}
 		if ctx.Err() != nil {
 			return nil, "", err
