@@ -790,6 +790,7 @@ func (d *database) close() error {
 	d.settleMu.Lock()
 	d.stopped = true
 	d.settleMu.Unlock()
+	errs = append(errs, d.confirmKeptWAL())
 	errs = append(errs, d.closePublisher())
 	d.cancel()
 	if d.capture != nil {
@@ -806,6 +807,29 @@ func (d *database) close() error {
 	}
 	errs = append(errs, d.closeFiles())
 	return errors.Join(errs...)
+}
+
+// confirmKeptWAL makes the transactions of a WAL that outlives the last
+// connection durable and confirmed before the final publish
+// (wal.Capture.ConfirmWith): a read-only connection closing last leaves
+// the WAL as it is, and no connection's handle is left to fsync it
+// through. Usually SQLite has deleted the WAL at the close: nothing to do.
+func (d *database) confirmKeptWAL() error {
+	if d.capture == nil || d.readOnly && !d.rwJoined.Load() {
+		return nil
+	}
+	f, err := os.OpenFile(d.path+"-wal", os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("bop: open %s-wal to confirm its transactions: %w", d.path, err)
+	}
+	defer f.Close()
+	if err := d.capture.ConfirmWith(osWAL{f}); err != nil {
+		return fmt.Errorf("bop: %s: confirm the transactions of the WAL kept at close: %w", d.path, err)
+	}
+	return nil
 }
 
 // sealClosed records a clean close: the main file fsynced and identified,

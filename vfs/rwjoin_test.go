@@ -2,8 +2,10 @@ package vfs
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/bopstore/bop/checkpoint"
 	"github.com/bopstore/bop/remote"
@@ -41,7 +43,15 @@ func TestReadWriteJoinsReadOnly(t *testing.T) {
 	}
 	rwDB.Close()
 	ro.Close()
+	if n := restoreCount(t, path, "SELECT count(*) FROM t WHERE v = 'joined'"); n != 1 {
+		t.Fatalf("the joined connection's row is not in the store (%d)", n)
+	}
+}
 
+// restoreCount restores the newest boundary of the database at path from
+// its embedded store and returns q's integer on the restored file.
+func restoreCount(t *testing.T, path, q string) int64 {
+	t.Helper()
 	store, err := fsstore.New(filepath.Join(path+"-bop", "store"))
 	if err != nil {
 		t.Fatal(err)
@@ -49,10 +59,40 @@ func TestReadWriteJoinsReadOnly(t *testing.T) {
 	defer store.Close()
 	restored := filepath.Join(t.TempDir(), "r.db")
 	if _, err := checkpoint.Restore(context.Background(), checkpoint.RestoreOptions{Store: store,
-		Layout: remote.Layout{Tenant: DefaultTenant, DB: "join.db"}, Path: restored}); err != nil {
+		Layout: remote.Layout{Tenant: DefaultTenant, DB: filepath.Base(path)}, Path: restored}); err != nil {
 		t.Fatal(err)
 	}
-	if n := queryInt(t, openDB(t, nil, restored), "SELECT count(*) FROM t WHERE v = 'joined'"); n != 1 {
-		t.Fatalf("the joined connection's row is not in the store (%d)", n)
+	return queryInt(t, openDB(t, nil, restored), q)
+}
+
+// The write pool closed before the read pool (deferred closes in the
+// order the pools were opened): the read-only connection closes last and
+// SQLite keeps the WAL (only a read-write connection checkpoints and
+// deletes it at close). The final publish still holds every commit: the
+// close fsyncs the kept WAL and confirms its transactions first.
+func TestCloseReadOnlyLastPublishesAll(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "order.db")
+	v := newVFS(t, Config{CheckpointInterval: time.Hour})
+	rw := openDB(t, v, path)
+	mustExec(t, rw, "CREATE TABLE t(v)")
+	ro, err := openDBURI(t, "file:"+path+"?mode=ro&vfs="+v.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := queryInt(t, ro, "SELECT count(*) FROM t"); n != 0 {
+		t.Fatalf("%d rows", n)
+	}
+	mustExec(t, rw, "INSERT INTO t VALUES ('last')")
+	if err := rw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + "-wal"); err != nil {
+		t.Fatalf("the read-only connection closing last kept no WAL (%v): the case this test is about did not happen", err)
+	}
+	if n := restoreCount(t, path, "SELECT count(*) FROM t WHERE v = 'last'"); n != 1 {
+		t.Fatalf("the last commit is not in the store after a clean close (%d)", n)
 	}
 }

@@ -457,6 +457,43 @@ func (cn *Conn) CheckpointDone() {
 	c.mu.Unlock()
 }
 
+// ConfirmWith confirms the transactions whose WAL frames are not yet
+// known durable by fsyncing the WAL through h, a handle the caller opened
+// on the WAL file capture follows. SyncForPublish can fsync only through
+// a connection's WAL handle; when the last connection closed without
+// ending the generation (a read-only connection closing last: SQLite
+// checkpoints and deletes the WAL only from a read-write one), there is
+// none, and the final publish would leave those transactions for the
+// next open. The VFS calls it at the database's close, before that
+// publish.
+func (c *Capture) ConfirmWith(h WALFile) error {
+	c.mu.Lock()
+	if err := c.usableLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if err := c.flushPendingLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if len(c.unconfirmed) == 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	gen, frame := c.genSeq, c.written
+	c.mu.Unlock()
+	if err := h.Sync(); err != nil {
+		return fmt.Errorf("wal: fsync %s: %w", h.Name(), err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.usableLocked(); err != nil {
+		return err
+	}
+	c.markDurableLocked(gen, frame)
+	return c.persistConfirmedLocked()
+}
+
 // SyncForPublish fsyncs the WAL and then the spool and returns the highest
 // txid durable in both: the publisher publishes nothing above it.
 func (c *Capture) SyncForPublish() (uint64, error) {
