@@ -539,3 +539,31 @@ func TestAutoCheckpointHook(t *testing.T) {
 		t.Fatalf("the WAL holds %d frames with wal_autocheckpoint=20", f)
 	}
 }
+
+// A statement whose context ends while its commit waits for the publish
+// (Sync durability, publishing slowed down) reports ErrOutcomeUnknown: the
+// commit stands. It used to report SQLite's "interrupted", which says the
+// statement did not happen, inviting a retry that inserts the row twice.
+func TestSyncWaitCancelledOutcomeUnknown(t *testing.T) {
+	cfg := Config{Durability: Sync, SyncTimeout: 20 * time.Second, CheckpointInterval: time.Hour}
+	var f *fault.Store
+	cfg.wrapStore = func(s remote.Store) remote.Store {
+		f = fault.New(s, fault.Config{})
+		return f
+	}
+	v := newVFS(t, cfg)
+	db := openDB(t, v, filepath.Join(t.TempDir(), "cancel.db"))
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(v)")
+	f.SetLatency(fault.OpPut, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := db.ExecContext(ctx, "INSERT INTO t VALUES ('x')")
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("commit whose publish wait was cancelled: %v, want ErrOutcomeUnknown", err)
+	}
+	f.SetLatency(fault.OpPut, 0)
+	if n := queryInt(t, db, "SELECT count(*) FROM t"); n != 1 {
+		t.Fatalf("%d rows: the commit must stand", n)
+	}
+}

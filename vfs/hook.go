@@ -63,8 +63,14 @@ func installHook(c *sqlite3.Conn, mf *mainFile) {
 		// Go error (ncruces' *sqlite3.Error unwraps to it) if no other VFS
 		// call follows before the statement returns: so the error is
 		// handed to a pragma of this schema, which returns it.
+		// The statement's context may be what ended the wait (the error
+		// says so): the pragma must run anyway, or the caller would see
+		// SQLite's "interrupted", which says the statement did not happen,
+		// for a commit that stands.
 		f.hookErr = err
+		interrupt := db.SetInterrupt(context.Background())
 		perr := db.Exec("PRAGMA " + quoteIdent(schema) + "." + hookErrorPragma)
+		db.SetInterrupt(interrupt)
 		f.hookErr = nil
 		if perr == nil {
 			return err
