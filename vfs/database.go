@@ -76,6 +76,11 @@ type database struct {
 	// startErr is why it could not start (sticky).
 	roleMu   sync.Mutex
 	startErr error
+	// roleClosed (under roleMu): the database is closing; no late start.
+	roleClosed bool
+	// lateStart: a late start from a commit (startPublisherLate) is under
+	// way, or failed for good (startErr).
+	lateStart atomic.Bool
 	// fencedErr is set when the publisher learns another writer took
 	// over: every WAL write fails from then on.
 	fencedErr atomic.Pointer[error]
@@ -790,6 +795,11 @@ func (d *database) close() error {
 	d.settleMu.Lock()
 	d.stopped = true
 	d.settleMu.Unlock()
+	// A late start under way finishes first (the publisher it starts is
+	// closed below); none starts after.
+	d.roleMu.Lock()
+	d.roleClosed = true
+	d.roleMu.Unlock()
 	errs = append(errs, d.confirmKeptWAL())
 	errs = append(errs, d.closePublisher())
 	d.cancel()

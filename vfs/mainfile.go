@@ -217,6 +217,7 @@ func (f *mainFile) CommitPhaseTwo() error {
 			pub.Notify(txid)
 		} else {
 			f.d.noteCommit()
+			f.d.startPublisherLate()
 		}
 	}
 	return err

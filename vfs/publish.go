@@ -80,7 +80,7 @@ func (d *database) ensurePublisher() error {
 	}
 	d.roleMu.Lock()
 	defer d.roleMu.Unlock()
-	if d.pub.Load() != nil || d.readOnly && !d.rwJoined.Load() {
+	if d.pub.Load() != nil || d.readOnly && !d.rwJoined.Load() || d.roleClosed {
 		return nil
 	}
 	if d.startErr != nil {
@@ -106,6 +106,25 @@ func (d *database) ensurePublisher() error {
 		return d.startErr
 	}
 	return nil
+}
+
+// startPublisherLate starts the publisher from a commit when nothing else
+// did: a database whose commits no WAL hook of bop sees (ATTACHed to a
+// connection whose main database is not bop, or attached in rollback
+// mode), or a read-write connection that joined a read-only first one
+// through such an attachment. It runs in the background (the commit is
+// final; taking the writer role may wait for the store) and at most one
+// at a time; a database whose first page does not exist yet tries again
+// at its next commit, one that failed for good (startErr) does not.
+func (d *database) startPublisherLate() {
+	if d.readOnly && !d.rwJoined.Load() || !d.lateStart.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		if err := d.ensurePublisher(); err == nil && d.pub.Load() == nil {
+			d.lateStart.Store(false)
+		}
+	}()
 }
 
 // publishNow is PRAGMA bop_checkpoint.

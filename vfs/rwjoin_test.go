@@ -2,6 +2,8 @@ package vfs
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -95,4 +97,61 @@ func TestCloseReadOnlyLastPublishesAll(t *testing.T) {
 	if n := restoreCount(t, path, "SELECT count(*) FROM t WHERE v = 'last'"); n != 1 {
 		t.Fatalf("the last commit is not in the store after a clean close (%d)", n)
 	}
+}
+
+// attachedStatus is PRAGMA <schema>.bop_status on db.
+func attachedStatus(t *testing.T, db *sql.DB, schema string) Status {
+	t.Helper()
+	var s Status
+	if err := json.Unmarshal([]byte(queryString(t, db, "PRAGMA "+schema+".bop_status")), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Databases whose commits no WAL hook of bop sees start their publisher
+// from a commit (startPublisherLate): a new bop database ATTACHed to a bop
+// connection (it stays in rollback mode), and an existing one ATTACHed to
+// a plain connection in a process whose first connection to it was
+// read-only. Both used to stay unpublished, "not started", until an
+// explicit bop_checkpoint or another process.
+func TestAttachedCommitsPublish(t *testing.T) {
+	published := func(t *testing.T, db *sql.DB, schema string) {
+		t.Helper()
+		waitUntil(t, schema+" published", func() bool {
+			s := attachedStatus(t, db, schema)
+			return s.Publisher == "running" && s.Txid > 0 && s.PublishedTxid == s.Txid
+		})
+	}
+	t.Run("new database attached to a bop connection", func(t *testing.T) {
+		dir := t.TempDir()
+		v := newVFS(t, Config{CheckpointInterval: 20 * time.Millisecond})
+		a := openDB(t, v, filepath.Join(dir, "a.db"))
+		a.SetMaxOpenConns(1)
+		mustExec(t, a, "CREATE TABLE t(v)")
+		mustExec(t, a, "ATTACH DATABASE ? AS b", dsn(filepath.Join(dir, "b.db"), v.Name()))
+		mustExec(t, a, "CREATE TABLE b.t(v)")
+		mustExec(t, a, "INSERT INTO b.t VALUES (1)")
+		published(t, a, "b")
+	})
+	t.Run("read-only first, then attached to a plain connection", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "e.db")
+		v := newVFS(t, Config{CheckpointInterval: 20 * time.Millisecond})
+		db := openDB(t, v, path)
+		mustExec(t, db, "CREATE TABLE t(v)")
+		db.Close()
+		ro, err := openDBURI(t, "file:"+path+"?mode=ro&vfs="+v.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		queryInt(t, ro, "SELECT count(*) FROM t")
+		plain := openDB(t, nil, filepath.Join(dir, "plain.db"))
+		plain.SetMaxOpenConns(1)
+		mustExec(t, plain, "ATTACH DATABASE ? AS e", dsn(path, v.Name()))
+		for i := range 5 {
+			mustExec(t, plain, "INSERT INTO e.t VALUES (?)", i)
+		}
+		published(t, plain, "e")
+	})
 }
