@@ -24,7 +24,9 @@ type RestoreOptions struct {
 	// Txid is the boundary to restore; 0 means the newest. A txid between
 	// two boundaries rounds down to the one below (RestoreResult says so).
 	Txid uint64
-	// Path is the file to create. It must not exist unless Overwrite.
+	// Path is the file to create. It must not exist unless Overwrite, nor
+	// its -wal, -shm or -journal (an earlier database's, which SQLite
+	// would apply to the restored file): Overwrite removes them.
 	Path      string
 	Overwrite bool
 	// Parallel workers (default 8): GETs and writes in flight. MaxRead
@@ -75,10 +77,12 @@ func Restore(ctx context.Context, opts RestoreOptions) (res RestoreResult, err e
 		opts.MaxRead = 2 << 20
 	}
 	if !opts.Overwrite {
-		if _, err := os.Lstat(opts.Path); err == nil {
-			return res, errorf("restore: %s exists", opts.Path)
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return res, errorf("restore: %w", err)
+		for _, p := range append([]string{opts.Path}, sidecars(opts.Path)...) {
+			if _, err := os.Lstat(p); err == nil {
+				return res, errorf("restore: %s exists (SQLite would apply a WAL or journal left there to the restored file): remove it, or overwrite", p)
+			} else if !errors.Is(err, os.ErrNotExist) {
+				return res, errorf("restore: %w", err)
+			}
 		}
 	}
 	dir := filepath.Dir(opts.Path)
@@ -141,6 +145,15 @@ func Restore(ctx context.Context, opts RestoreOptions) (res RestoreResult, err e
 		return res, errorf("restore: %w", err)
 	}
 	f = nil
+	// An earlier database's WAL, shared-memory index or journal at Path
+	// would be applied to the restored file by the next SQLite to open it
+	// (its frames, or its rollback): they go first. A crash in between
+	// leaves the earlier file without them, which Overwrite gave up.
+	for _, p := range sidecars(opts.Path) {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return res, errorf("restore: remove %s, left by the file it replaces: %w", p, err)
+		}
+	}
 	if err := os.Rename(tmpPath, opts.Path); err != nil {
 		return res, errorf("restore: %w", err)
 	}
@@ -149,6 +162,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (res RestoreResult, err e
 		d.Close()
 	}
 	return res, nil
+}
+
+// sidecars are the files SQLite keeps beside a database at path.
+func sidecars(path string) []string {
+	return []string{path + "-wal", path + "-shm", path + "-journal"}
 }
 
 // checkHeader checks page 1 of a restored file against the boundary: the

@@ -147,3 +147,31 @@ func TestRestoreRefuses(t *testing.T) {
 	}
 	_ = manifest.ErrCorrupt
 }
+
+// An earlier database's WAL, shared-memory index or journal at the path
+// would be applied to the restored file by the next SQLite to open it:
+// without Overwrite the restore refuses them (even with no file at the
+// path), with Overwrite it removes them, and the file restored is the
+// boundary's.
+func TestRestoreSidecars(t *testing.T) {
+	s, boundaries := deltaHeavy(t, fsStore(t))
+	ctx := context.Background()
+	for _, side := range []string{"-wal", "-shm", "-journal"} {
+		path := filepath.Join(t.TempDir(), "r.db")
+		must(t, os.WriteFile(path+side, []byte("left by an earlier database"), 0o644))
+		_, err := Restore(ctx, RestoreOptions{Store: s.store, Catalog: s.cat, Path: path})
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(path+side+" exists")) {
+			t.Fatalf("restore beside a %s without Overwrite: %v", side, err)
+		}
+		must(t, os.WriteFile(path, []byte("an earlier database"), 0o644))
+		b := boundaries[len(boundaries)-1]
+		if _, err := Restore(ctx, RestoreOptions{Store: s.store, Catalog: s.cat, Path: path, Txid: b, Overwrite: true}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(path + side); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s still there after an overwriting restore (%v)", side, err)
+		}
+		got, _ := os.ReadFile(path)
+		sameBytes(t, "overwritten "+side, got, s.byTxid[b], 4096)
+	}
+}
