@@ -120,6 +120,14 @@ func Restore(ctx context.Context, opts RestoreOptions) (res RestoreResult, err e
 		return res, errorf("restore: %w", err)
 	}
 	tmpPath := f.Name()
+	// CreateTemp makes the file private (0600): a restored database gets
+	// 0644, what SQLite or cp give a new file under the usual umask, so
+	// that other users of the service can read it.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(tmpPath)
+		return res, errorf("restore: chmod %s: %w", tmpPath, err)
+	}
 	defer func() {
 		if f != nil {
 			f.Close()

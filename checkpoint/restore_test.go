@@ -173,5 +173,9 @@ func TestRestoreSidecars(t *testing.T) {
 		}
 		got, _ := os.ReadFile(path)
 		sameBytes(t, "overwritten "+side, got, s.byTxid[b], 4096)
+		// Readable by others, as SQLite or cp would create it.
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Fatalf("restored file mode %v (%v), want 0644", fi.Mode().Perm(), err)
+		}
 	}
 }

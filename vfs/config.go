@@ -81,8 +81,8 @@ type Config struct {
 	// durability before it returns ErrOutcomeUnknown (default 1 minute).
 	SyncTimeout time.Duration
 	// LeaseTTL: a writer that published or renewed within this long owns
-	// the remote database (default 30s): another node's open fails with
-	// ErrOwnedElsewhere unless it forces a takeover.
+	// the remote database (default 30s, at least MinLeaseTTL): another
+	// node's open fails with ErrOwnedElsewhere unless it forces a takeover.
 	LeaseTTL time.Duration
 	// ForceTakeover takes the writer role at open even while another
 	// writer holds the lease; that writer is fenced (its commits fail with
@@ -127,6 +127,7 @@ const (
 	DefaultSpoolLimit         = 4 << 30
 	DefaultMaxLag             = time.Minute
 	DefaultLeaseTTL           = 30 * time.Second
+	MinLeaseTTL               = time.Second
 	DefaultPublishBytes       = 64 << 20
 	DefaultSyncTimeout        = time.Minute
 	DefaultCloseTimeout       = 30 * time.Second
@@ -189,6 +190,11 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("bop: Config.LeaseTTL %v is negative", c.LeaseTTL)
 	case c.LeaseTTL == 0:
 		c.LeaseTTL = DefaultLeaseTTL
+	case c.LeaseTTL < MinLeaseTTL:
+		// The writer renews every LeaseTTL/3: shorter than this, the lease
+		// lapses between renewals (and a store round trip), and another
+		// node could take the database over without forcing it.
+		return c, fmt.Errorf("bop: Config.LeaseTTL %v is below the minimum %v", c.LeaseTTL, MinLeaseTTL)
 	}
 	for _, d := range []struct {
 		name string

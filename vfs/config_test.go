@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRegisterValidation(t *testing.T) {
@@ -23,6 +24,8 @@ func TestRegisterValidation(t *testing.T) {
 		{"bopbad7", Config{S3AccessKey: "a"}, "together"},
 		{"bopbad8", Config{Durability: 7}, "want Async or Sync"},
 		{"bopbad9", Config{MaxLag: -1}, "negative"},
+		{"bopbad10", Config{LeaseTTL: time.Nanosecond}, "below the minimum"},
+		{"bopbad11", Config{LeaseTTL: 999 * time.Millisecond}, "below the minimum"},
 	} {
 		v, err := Register(c.name, c.cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
