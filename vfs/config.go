@@ -2,6 +2,7 @@ package vfs
 
 import (
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"time"
 
@@ -251,7 +252,10 @@ func (c *Config) remoteURL(dir string) string {
 	if c.Remote != "" {
 		return c.Remote
 	}
-	return "file://" + filepath.ToSlash(filepath.Join(dir, "store"))
+	// Escaped: a folder named with '#', '?', '%' or a space is a path, not
+	// a fragment or a query.
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(filepath.Join(dir, "store"))}
+	return u.String()
 }
 
 // dbName picks the database's store name: the DSN's bop_name, Config.Name,

@@ -1,6 +1,8 @@
 package vfs
 
 import (
+	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -110,5 +112,31 @@ func TestCloseWhileOpen(t *testing.T) {
 	db.Close()
 	if vfsFind(v.Name()) != nil {
 		t.Fatal("VFS still registered after its last database closed")
+	}
+}
+
+// A database in a folder whose name holds URI characters ('#', '?', '%',
+// a space) opens with the embedded default store: the store's file URL is
+// escaped (it used to be cut at the '#' and refused as a fragment).
+func TestFolderNameNeedsEscaping(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a #b?c%d")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "app.db")
+	v := newVFS(t, Config{})
+	uri := url.URL{Scheme: "file", Path: path, RawQuery: url.Values{"vfs": {v.Name()}}.Encode()}
+	db, err := openDBURI(t, uri.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, db, "CREATE TABLE t(v)")
+	mustExec(t, db, "INSERT INTO t VALUES (1)")
+	queryInt(t, db, "PRAGMA bop_checkpoint")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := restoreRows(t, path, 0); n != 1 {
+		t.Fatalf("%d rows restored, want 1", n)
 	}
 }

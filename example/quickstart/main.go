@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net/url"
 	"os"
 	"path/filepath"
 
@@ -43,8 +44,13 @@ func run(dir, vfsName string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	path := filepath.Join(dir, "app.db")
-	db, err := sql.Open("sqlite3", "file:"+path+"?vfs="+vfsName)
+	path, err := filepath.Abs(filepath.Join(dir, "app.db"))
+	if err != nil {
+		return err
+	}
+	// A URI, escaped: a folder named with '#' or '?' must not cut the path.
+	uri := url.URL{Scheme: "file", Path: path, RawQuery: url.Values{"vfs": {vfsName}}.Encode()}
+	db, err := sql.Open("sqlite3", uri.String())
 	if err != nil {
 		return err
 	}
