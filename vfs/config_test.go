@@ -1,6 +1,7 @@
 package vfs
 
 import (
+	"database/sql"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -138,5 +139,34 @@ func TestFolderNameNeedsEscaping(t *testing.T) {
 	}
 	if _, n := restoreRows(t, path, 0); n != 1 {
 		t.Fatalf("%d rows restored, want 1", n)
+	}
+}
+
+// A second connection naming another store database (bop_name) for a file
+// already open in the process is refused, not silently given the first
+// name; naming the same one is fine.
+func TestSecondConnectionOtherName(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.db")
+	v := newVFS(t, Config{})
+	open := func(name string) (*sql.DB, error) {
+		t.Helper()
+		uri := url.URL{Scheme: "file", Path: path, RawQuery: url.Values{"vfs": {v.Name()}, "bop_name": {name}}.Encode()}
+		db, err := openDBURI(t, uri.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.Exec("CREATE TABLE IF NOT EXISTS t(v)")
+		return db, err
+	}
+	first, err := open("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.SetMaxIdleConns(1)
+	if _, err := open("orders"); err != nil {
+		t.Fatalf("a second connection with the same name: %v", err)
+	}
+	if _, err := open("invoices"); err == nil || !strings.Contains(err.Error(), `open in this process as database "orders"`) {
+		t.Fatalf("a second connection with another name: %v", err)
 	}
 }

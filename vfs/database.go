@@ -163,6 +163,14 @@ func (v *VFS) acquire(path string, flags openFlags) (*database, error) {
 		if d.openErr != nil {
 			return nil, d.openErr
 		}
+		if flags.name != "" && flags.name != d.layout.DB {
+			// One file, one database in the store: a second name would be
+			// silently ignored (the first open chose it).
+			err := fmt.Errorf("bop: %s is open in this process as database %q of its store; bop_name=%s names another (every connection of a file names the same database)",
+				path, d.layout.DB, flags.name)
+			d.release()
+			return nil, err
+		}
 		return d, nil
 	}
 }
