@@ -134,3 +134,24 @@ func TestAttachedCommitsPublish(t *testing.T) {
 		published(t, plain, "e")
 	})
 }
+
+// A read-only process reports what the store holds (the catalog's tip),
+// not a lag growing from zero published transactions.
+func TestReadOnlyStatusPublished(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ro.db")
+	v := newVFS(t, Config{})
+	db := openDB(t, v, path)
+	mustExec(t, db, "CREATE TABLE t(v)")
+	mustExec(t, db, "INSERT INTO t VALUES (1)")
+	db.Close()
+	v2 := newVFS(t, Config{})
+	ro, err := openDBURI(t, "file:"+path+"?mode=ro&vfs="+v2.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := statusOf(t, ro)
+	if s.Txid == 0 || s.PublishedTxid != s.Txid || s.LagTxns != 0 || s.LagSeconds != 0 {
+		t.Fatalf("read-only status of a fully published database: txid %d, published %d, lag %d txns %.3f s",
+			s.Txid, s.PublishedTxid, s.LagTxns, s.LagSeconds)
+	}
+}

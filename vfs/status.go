@@ -108,6 +108,7 @@ func (d *database) status() Status {
 	if d.startErr != nil {
 		st.Publisher = "not started: " + d.startErr.Error()
 	}
+	cat := d.catalog // set by a late start, under roleMu
 	d.roleMu.Unlock()
 	pub := d.pub.Load()
 	if pub != nil {
@@ -126,6 +127,10 @@ func (d *database) status() Status {
 		}
 		st.Fenced = ps.Fenced
 		st.LagSeconds = ps.Lag.Seconds()
+	} else if cat != nil {
+		// No publisher (a read-only process): what the store holds is
+		// what the catalog knows, not nothing.
+		st.PublishedTxid = cat.Tip().Txid
 	}
 	if d.fenced() != nil {
 		st.Fenced = true
