@@ -41,6 +41,7 @@ func enableWAL(c *sqlite3.Conn) error {
 	if !ok {
 		return nil
 	}
+	mf.conn = c
 	if ro, _ := c.ReadOnly("main"); ro {
 		return nil
 	}

@@ -567,3 +567,38 @@ func TestSyncWaitCancelledOutcomeUnknown(t *testing.T) {
 		t.Fatalf("%d rows: the commit must stand", n)
 	}
 }
+
+// PRAGMA bop_checkpoint waits on the statement's context: with publishing
+// slowed down, a statement whose context ends returns an error instead of
+// waiting for the publish (it used to wait on the database's context,
+// which ends only at close).
+func TestCheckpointPragmaHonoursContext(t *testing.T) {
+	cfg := Config{CheckpointInterval: time.Hour}
+	var f *fault.Store
+	cfg.wrapStore = func(s remote.Store) remote.Store {
+		f = fault.New(s, fault.Config{})
+		return f
+	}
+	v := newVFS(t, cfg)
+	db := openDB(t, v, filepath.Join(t.TempDir(), "ckpt.db"))
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(v)")
+	mustExec(t, db, "INSERT INTO t VALUES ('x')")
+	f.SetLatency(fault.OpPut, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var txid int64
+	err := db.QueryRowContext(ctx, "PRAGMA bop_checkpoint").Scan(&txid)
+	if err == nil {
+		t.Fatalf("bop_checkpoint with an ended context published txid %d, want an error", txid)
+	}
+	// It returned before the publish did (each PUT takes 5 s): database/sql
+	// reports an ended context even for a statement that ran to the end.
+	if s := statusOf(t, db); s.PublishedTxid >= s.Txid {
+		t.Fatalf("bop_checkpoint waited for the publish (published %d of %d) past its context", s.PublishedTxid, s.Txid)
+	}
+	f.SetLatency(fault.OpPut, 0)
+	if n := queryInt(t, db, "PRAGMA bop_checkpoint"); n == 0 {
+		t.Fatal("bop_checkpoint after the slowdown published nothing")
+	}
+}

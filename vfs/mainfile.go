@@ -1,6 +1,7 @@
 package vfs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -40,6 +41,10 @@ type mainFile struct {
 	autoCheckpoint atomic.Int64
 	committed      uint64
 	hookErr        error
+	// conn is the connection whose main database this file is (set by the
+	// auto-extension; nil for an attached file): its interrupt context is
+	// the running statement's, which pragmas that wait honour.
+	conn *sqlite3.Conn
 }
 
 func newMainFile(d *database, base vfs.File) *mainFile {
@@ -154,6 +159,18 @@ func (f *mainFile) Sync(flags vfs.SyncFlag) error {
 
 // Unlock emits a rollback-mode transaction's direct writes before the
 // lock drops (another connection may write as soon as it does).
+// statementContext is the running statement's context (the connection's
+// interrupt, for a main file whose connection the auto-extension saw),
+// ended too when the database closes.
+func (f *mainFile) statementContext() (context.Context, context.CancelFunc) {
+	if f.conn == nil {
+		return context.WithCancel(f.d.ctx)
+	}
+	ctx, cancel := context.WithCancel(f.conn.GetInterrupt())
+	stop := context.AfterFunc(f.d.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
 // Lock: in WAL mode SQLite takes the main file's EXCLUSIVE lock only when
 // its last connection closes (bop refuses journal_mode changes; with
 // locking_mode=EXCLUSIVE, once at the first write): it then checkpoints
@@ -263,7 +280,9 @@ func (f *mainFile) Pragma(name, value string) (string, error) {
 	case "bop_txid":
 		return f.d.txidString(), nil
 	case "bop_checkpoint":
-		txid, err := f.d.publishNow(f.d.ctx)
+		ctx, cancel := f.statementContext()
+		defer cancel()
+		txid, err := f.d.publishNow(ctx)
 		if err != nil {
 			return "", fmt.Errorf("bop_checkpoint: %w", err)
 		}
