@@ -69,8 +69,9 @@ type Config struct {
 	CheckpointInterval time.Duration
 	PublishBytes       int64
 	// SpoolLimit bounds the local spool in bytes; beyond it commits wait
-	// for the publisher (backpressure), at most a minute each, then fail
-	// with wal.ErrSpoolFull. 0: 4 GiB; negative: no limit.
+	// for the publisher (backpressure), at most a minute each or until
+	// the statement's context ends (then SQLite's interrupt), then fail
+	// with ErrSpoolFull. 0: 4 GiB; negative: no limit.
 	SpoolLimit int64
 	// MaxLag bounds how far publishing may fall behind commits (default
 	// 1 minute): with async durability, a commit made while the oldest

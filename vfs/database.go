@@ -578,7 +578,7 @@ func (d *database) openLocal(first bool, adoptPS uint32) (err error) {
 const coalesceBytes = 8 << 20
 
 // spoolFullWait bounds how long a commit waits for space in a full spool
-// before it fails with wal.ErrSpoolFull (the status says why meanwhile).
+// before it fails with ErrSpoolFull (the status says why meanwhile).
 const spoolFullWait = time.Minute
 
 // closeLocal closes what openLocal opened, before a rebuild moves it away.

@@ -21,6 +21,7 @@ import (
 	"github.com/bopstore/bop/remote"
 	"github.com/bopstore/bop/remote/fault"
 	"github.com/bopstore/bop/remote/fsstore"
+	"github.com/ncruces/go-sqlite3"
 )
 
 // End to end through vfs=bop: SQLite writes through the VFS, the VFS's
@@ -601,4 +602,47 @@ func TestCheckpointPragmaHonoursContext(t *testing.T) {
 	if n := queryInt(t, db, "PRAGMA bop_checkpoint"); n == 0 {
 		t.Fatal("bop_checkpoint after the slowdown published nothing")
 	}
+}
+
+// A commit waiting for space in a full spool (the store down) gives up
+// with its statement's context, rolled back, instead of blocking for the
+// spool's minute-long wait and failing with a bare I/O error. After the
+// outage, commits go on.
+func TestSpoolFullWaitHonoursContext(t *testing.T) {
+	cfg := Config{SpoolLimit: 256 << 10, MaxLag: time.Hour, CheckpointInterval: 10 * time.Millisecond}
+	var f *fault.Store
+	cfg.wrapStore = func(s remote.Store) remote.Store {
+		f = fault.New(s, fault.Config{})
+		return f
+	}
+	v := newVFS(t, cfg)
+	db := openDB(t, v, filepath.Join(t.TempDir(), "full.db"))
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(v)")
+	f.SetOutage(true)
+	var err error
+	inserted := 0
+	for i := 0; i < 200 && err == nil; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		_, err = db.ExecContext(ctx, "INSERT INTO t VALUES (randomblob(8000))")
+		cancel()
+		if err == nil {
+			inserted++
+		}
+	}
+	if err == nil {
+		t.Fatal("200 inserts of 8 kB into a 256 KiB spool with the store down: none waited")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, sqlite3.INTERRUPT) {
+		t.Fatalf("insert into a full spool: %v, want the statement's context or SQLite's interrupt", err)
+	}
+	if s := statusOf(t, db); s.SpoolBytes < 256<<10 {
+		t.Fatalf("the insert gave up with the spool at %d bytes, under its limit", s.SpoolBytes)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM t"); n != int64(inserted) {
+		t.Fatalf("%d rows, want the %d inserts that returned (the one that gave up is rolled back)", n, inserted)
+	}
+	f.SetOutage(false)
+	waitUntil(t, "the spool to drain", func() bool { return statusOf(t, db).SpoolBytes < 256<<10 })
+	mustExec(t, db, "INSERT INTO t VALUES ('after')")
 }

@@ -70,6 +70,14 @@ var (
 	// the errors bop returns itself (an open that lost the takeover).
 	ErrFenced error = fencedCode
 
+	// ErrSpoolFull: a commit refused because the spool stayed at its
+	// limit (Config.SpoolLimit) for the whole wait: publishing is behind
+	// (the store unreachable or slow). The transaction is rolled back;
+	// the status says why. Like ErrFenced, an extended result code
+	// (SQLITE_FULL with bop's code: SQLite's text is "database or disk is
+	// full"), so that errors.Is works on the error database/sql returns.
+	ErrSpoolFull error = spoolFullCode
+
 	// ErrBadState: bop's own local state (the -bop folder) is damaged or
 	// from a newer version. The error names the file.
 	ErrBadState = errors.New("bop: local state is damaged")
@@ -80,3 +88,7 @@ var (
 // use (0x62, 'b'), so that SQLite's rollback path treats it as a plain
 // read-only refusal and the code reaches the caller unchanged.
 const fencedCode = sqlite3.ExtendedErrorCode(uint16(sqlite3.READONLY) | 0x62<<8)
+
+// spoolFullCode is ErrSpoolFull's: SQLITE_FULL with the same unused
+// extended code.
+const spoolFullCode = sqlite3.ExtendedErrorCode(uint16(sqlite3.FULL) | 0x62<<8)

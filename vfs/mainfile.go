@@ -54,7 +54,19 @@ func newMainFile(d *database, base vfs.File) *mainFile {
 		f.mmap = vfsutil.WrapMemoryMapper(base)
 	}
 	f.cn = d.capture.NewConn(f)
+	// A write waiting for spool space gives up with the statement.
+	f.cn.SetWaitContext(f.interrupt)
 	return f
+}
+
+// interrupt is the running statement's context: the connection's
+// interrupt (nil before the auto-extension saw the connection, and for
+// an attached file).
+func (f *mainFile) interrupt() context.Context {
+	if f.conn == nil {
+		return nil
+	}
+	return f.conn.GetInterrupt()
 }
 
 var (
@@ -105,7 +117,7 @@ func (f *mainFile) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	if err := f.cn.MainWrite(p, off); err != nil {
-		return 0, err
+		return 0, writeErr(err)
 	}
 	if f.d.directWriter.Load() != f {
 		f.d.directWriter.Store(f)
@@ -163,10 +175,11 @@ func (f *mainFile) Sync(flags vfs.SyncFlag) error {
 // interrupt, for a main file whose connection the auto-extension saw),
 // ended too when the database closes.
 func (f *mainFile) statementContext() (context.Context, context.CancelFunc) {
-	if f.conn == nil {
+	stmt := f.interrupt()
+	if stmt == nil {
 		return context.WithCancel(f.d.ctx)
 	}
-	ctx, cancel := context.WithCancel(f.conn.GetInterrupt())
+	ctx, cancel := context.WithCancel(stmt)
 	stop := context.AfterFunc(f.d.ctx, cancel)
 	return ctx, func() { stop(); cancel() }
 }

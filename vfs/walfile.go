@@ -1,10 +1,13 @@
 package vfs
 
 import (
+	"context"
+	"errors"
 	"sync/atomic"
 
 	"github.com/bopstore/bop/internal/fdsync"
 	"github.com/bopstore/bop/wal"
+	"github.com/ncruces/go-sqlite3"
 	"github.com/ncruces/go-sqlite3/vfs"
 )
 
@@ -62,9 +65,23 @@ func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
 	// p aliases SQLite's memory: capture copies what it keeps. An error
 	// fails SQLite's write, which rolls the transaction back.
 	if err := f.cn.Write(p, off); err != nil {
-		return 0, err
+		return 0, writeErr(err)
 	}
 	return n, nil
+}
+
+// writeErr gives a capture error the result code that reaches the
+// caller through SQLite's rollback: a spool that stayed full is
+// ErrSpoolFull (SQLITE_FULL), and a statement that gave up waiting for it
+// is interrupted (SQLITE_INTERRUPT: its transaction did not happen).
+func writeErr(err error) error {
+	switch {
+	case !errors.Is(err, wal.ErrSpoolFull):
+		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return vfs.SystemError(err, sqlite3.INTERRUPT)
+	}
+	return vfs.SystemError(err, spoolFullCode)
 }
 
 func (f *walFile) Truncate(size int64) error {

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -36,7 +37,7 @@ type Appender struct {
 // its limit. h.Txid is ignored: the record gets the next txid, returned by
 // Commit. h.NPages must be the exact number of pages that will be added.
 func (s *Spool) Begin(h RecordHeader) (*Appender, error) {
-	if err := s.WaitForSpace(); err != nil {
+	if err := s.WaitForSpace(context.Background()); err != nil {
 		return nil, err
 	}
 	s.appendMu.Lock()

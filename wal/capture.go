@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -313,6 +314,25 @@ type Conn struct {
 	// borrowWALLocked); DetachWAL and Close take it exclusively after
 	// clearing wal, so the VFS never closes the file under a sync.
 	walUse sync.RWMutex
+	// waitCtx returns the context a write waiting for spool space gives up
+	// with (the running statement's); nil: none (SetWaitContext).
+	waitCtx func() context.Context
+}
+
+// SetWaitContext sets how a write of this connection that waits for spool
+// space learns the running statement's context (the VFS: the SQLite
+// connection's interrupt), so that the wait ends with it. Call it before
+// the connection writes.
+func (cn *Conn) SetWaitContext(f func() context.Context) { cn.waitCtx = f }
+
+func (cn *Conn) waitContext() context.Context {
+	if cn.waitCtx == nil {
+		return context.Background()
+	}
+	if ctx := cn.waitCtx(); ctx != nil {
+		return ctx
+	}
+	return context.Background()
 }
 
 // NewConn registers a connection (at the open of its main database file).

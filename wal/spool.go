@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -503,11 +504,12 @@ func (s *Spool) overLimitLocked() bool {
 }
 
 // WaitForSpace blocks while the spool is at or over its byte limit, up to
-// AppendTimeout (ErrSpoolFull) or until Close (ErrClosed). Capture calls
+// AppendTimeout (ErrSpoolFull), until Close (ErrClosed) or until ctx ends
+// (ErrSpoolFull wrapping ctx's error: the writer gave up). Capture calls
 // it at the start of each write, without holding its own lock, so that
 // backpressure slows SQLite's commits while the publisher (which needs
 // capture's lock for SyncForPublish) can still drain the spool.
-func (s *Spool) WaitForSpace() error {
+func (s *Spool) WaitForSpace(ctx context.Context) error {
 	if !s.stopped.Load() && (s.opts.MaxBytes <= 0 || s.abytes.Load() < s.opts.MaxBytes) {
 		return nil
 	}
@@ -531,6 +533,12 @@ func (s *Spool) WaitForSpace() error {
 		})
 		defer timer.Stop()
 	}
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
 	s.waiting++
 	if s.waiting == 1 {
 		s.blockedAt = start
@@ -544,6 +552,9 @@ func (s *Spool) WaitForSpace() error {
 		}
 		if timedOut {
 			return fmt.Errorf("wal: waited %v: %s: %w", time.Since(start).Round(time.Millisecond), s.reason, ErrSpoolFull)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("wal: waited %v, then the writer gave up (%w): %s: %w", time.Since(start).Round(time.Millisecond), err, s.reason, ErrSpoolFull)
 		}
 		s.cond.Wait()
 	}
