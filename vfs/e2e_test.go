@@ -546,16 +546,7 @@ func TestAutoCheckpointHook(t *testing.T) {
 // commit stands. It used to report SQLite's "interrupted", which says the
 // statement did not happen, inviting a retry that inserts the row twice.
 func TestSyncWaitCancelledOutcomeUnknown(t *testing.T) {
-	cfg := Config{Durability: Sync, SyncTimeout: 20 * time.Second, CheckpointInterval: time.Hour}
-	var f *fault.Store
-	cfg.wrapStore = func(s remote.Store) remote.Store {
-		f = fault.New(s, fault.Config{})
-		return f
-	}
-	v := newVFS(t, cfg)
-	db := openDB(t, v, filepath.Join(t.TempDir(), "cancel.db"))
-	db.SetMaxOpenConns(1)
-	mustExec(t, db, "CREATE TABLE t(v)")
+	db, f := faultDB(t, Config{Durability: Sync, SyncTimeout: 20 * time.Second, CheckpointInterval: time.Hour})
 	f.SetLatency(fault.OpPut, 2*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -574,16 +565,7 @@ func TestSyncWaitCancelledOutcomeUnknown(t *testing.T) {
 // waiting for the publish (it used to wait on the database's context,
 // which ends only at close).
 func TestCheckpointPragmaHonoursContext(t *testing.T) {
-	cfg := Config{CheckpointInterval: time.Hour}
-	var f *fault.Store
-	cfg.wrapStore = func(s remote.Store) remote.Store {
-		f = fault.New(s, fault.Config{})
-		return f
-	}
-	v := newVFS(t, cfg)
-	db := openDB(t, v, filepath.Join(t.TempDir(), "ckpt.db"))
-	db.SetMaxOpenConns(1)
-	mustExec(t, db, "CREATE TABLE t(v)")
+	db, f := faultDB(t, Config{CheckpointInterval: time.Hour})
 	mustExec(t, db, "INSERT INTO t VALUES ('x')")
 	f.SetLatency(fault.OpPut, 5*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -609,16 +591,7 @@ func TestCheckpointPragmaHonoursContext(t *testing.T) {
 // spool's minute-long wait and failing with a bare I/O error. After the
 // outage, commits go on.
 func TestSpoolFullWaitHonoursContext(t *testing.T) {
-	cfg := Config{SpoolLimit: 256 << 10, MaxLag: time.Hour, CheckpointInterval: 10 * time.Millisecond}
-	var f *fault.Store
-	cfg.wrapStore = func(s remote.Store) remote.Store {
-		f = fault.New(s, fault.Config{})
-		return f
-	}
-	v := newVFS(t, cfg)
-	db := openDB(t, v, filepath.Join(t.TempDir(), "full.db"))
-	db.SetMaxOpenConns(1)
-	mustExec(t, db, "CREATE TABLE t(v)")
+	db, f := faultDB(t, Config{SpoolLimit: 256 << 10, MaxLag: time.Hour, CheckpointInterval: 10 * time.Millisecond})
 	f.SetOutage(true)
 	var err error
 	inserted := 0
@@ -647,4 +620,20 @@ func TestSpoolFullWaitHonoursContext(t *testing.T) {
 	f.SetOutage(false)
 	waitUntil(t, "the spool to drain", func() bool { return statusOf(t, db).SpoolBytes < 256<<10 })
 	mustExec(t, db, "INSERT INTO t VALUES ('after')")
+}
+
+// faultDB opens a new database through a VFS with cfg whose store is
+// wrapped in a fault store, on one connection, with a table t(v).
+func faultDB(t *testing.T, cfg Config) (*sql.DB, *fault.Store) {
+	t.Helper()
+	var f *fault.Store
+	cfg.wrapStore = func(s remote.Store) remote.Store {
+		f = fault.New(s, fault.Config{})
+		return f
+	}
+	v := newVFS(t, cfg)
+	db := openDB(t, v, filepath.Join(t.TempDir(), "fault.db"))
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(v)")
+	return db, f
 }
