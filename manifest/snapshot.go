@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/bopstore/bop/delta"
 	"github.com/bopstore/bop/remote"
 	"github.com/cespare/xxhash/v2"
 	"github.com/ncruces/go-sqlite3"
@@ -198,13 +199,43 @@ func (c *Catalog) writeSnapshot(path string) (uint64, error) {
 // fetches no object except the directories of deltas published after the
 // snapshot. opts.Layout is set to layout; opts.Directories defaults to
 // reading the objects from store.
-func OpenRemote(ctx context.Context, store remote.Store, layout remote.Layout, localPath string, opts Options) (_ *Catalog, err error) {
+func OpenRemote(ctx context.Context, store remote.Store, layout remote.Layout, localPath string, opts Options) (*Catalog, error) {
+	cat, _, err := openRemote(ctx, store, layout, localPath, opts, false)
+	return cat, err
+}
+
+// Damage says where a catalog built from a damaged store stops short of
+// the store's head: the record at Seq (and so every one after it) could
+// not be read or applied, for the reason in Err.
+type Damage struct {
+	Seq uint64 // the first record not applied
+	Err error
+}
+
+func (d *Damage) Error() string { return fmt.Sprintf("seq %d: %v", d.Seq, d.Err) }
+func (d *Damage) Unwrap() error { return d.Err }
+
+// OpenRemotePartial is OpenRemote for inspecting a store that may be
+// damaged (the CLI's status, verify and restore): where a log record is
+// missing or does not verify, or the object a record adds cannot be read,
+// it stops at the record before and reports the rest as Damage, instead
+// of failing. The catalog then holds exactly the records before
+// Damage.Seq, so every boundary it answers for is one the store can
+// still serve; boundaries from Damage.Seq on are unknown (a later record
+// may change any page). Damage is nil when the whole log applied. Errors
+// that say nothing of the store (a missing or corrupt head or snapshot,
+// the context, the local disk) still fail the open.
+func OpenRemotePartial(ctx context.Context, store remote.Store, layout remote.Layout, localPath string, opts Options) (*Catalog, *Damage, error) {
+	return openRemote(ctx, store, layout, localPath, opts, true)
+}
+
+func openRemote(ctx context.Context, store remote.Store, layout remote.Layout, localPath string, opts Options, partial bool) (_ *Catalog, _ *Damage, err error) {
 	if _, err := os.Stat(localPath); !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("manifest: OpenRemote: %s already exists (stat: %v)", localPath, err)
+		return nil, nil, fmt.Errorf("manifest: OpenRemote: %s already exists (stat: %v)", localPath, err)
 	}
 	head, _, err := GetHead(ctx, store, layout)
 	if err != nil {
-		return nil, fmt.Errorf("manifest: OpenRemote %s: %w", layout.Root(), err)
+		return nil, nil, fmt.Errorf("manifest: OpenRemote %s: %w", layout.Root(), err)
 	}
 	opts.Layout, opts.PageSize, opts.ChunkPages = layout, head.PageSize, head.ChunkPages
 	if opts.Directories == nil {
@@ -219,26 +250,44 @@ func OpenRemote(ctx context.Context, store remote.Store, layout remote.Layout, l
 	}()
 	if s := head.Snapshot; s != nil {
 		if err := download(ctx, store, layout.Snapshot(s.Seq), localPath, s); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	cat, err := Open(localPath, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if s := head.Snapshot; s != nil && cat.Tip().Seq != s.Seq {
 		cat.Close()
-		return nil, corruptf(layout.Snapshot(s.Seq), "snapshot holds records up to seq %d, head says %d", cat.Tip().Seq, s.Seq)
+		return nil, nil, corruptf(layout.Snapshot(s.Seq), "snapshot holds records up to seq %d, head says %d", cat.Tip().Seq, s.Seq)
 	}
-	if _, err := cat.Refresh(ctx, store); err != nil {
-		cat.Close()
-		return nil, err
+	_, err = cat.Refresh(ctx, store)
+	if err == nil {
+		if tip := cat.Tip(); tip.Seq < head.Seq {
+			err = fmt.Errorf("%w: %s: the log ends at seq %d but head says %d", ErrCorrupt, layout.Root(), tip.Seq, head.Seq)
+		}
 	}
-	if tip := cat.Tip(); tip.Seq < head.Seq {
-		cat.Close()
-		return nil, fmt.Errorf("%w: %s: the log ends at seq %d but head says %d", ErrCorrupt, layout.Root(), tip.Seq, head.Seq)
+	if err == nil {
+		return cat, nil, nil
 	}
-	return cat, nil
+	// Only what the store holds is damage: a cancelled context, a closed
+	// catalog or a local disk error says nothing about the store.
+	if partial && ctx.Err() == nil && isStoreDamage(err) {
+		return cat, &Damage{Seq: cat.Tip().Seq + 1, Err: err}, nil
+	}
+	cat.Close()
+	return nil, nil, err
+}
+
+// isStoreDamage reports errors that describe what the store holds: a
+// missing, corrupt, unparseable or too new record or object.
+func isStoreDamage(err error) bool {
+	for _, e := range []error{ErrCorrupt, ErrBadRecord, ErrFormatTooNew, remote.ErrNotFound, delta.ErrCorrupt, delta.ErrVersion} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // download streams key to path, checking size and hash against ref.

@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bopstore/bop/delta"
 	"github.com/bopstore/bop/remote"
 	"github.com/bopstore/bop/remote/fault"
 )
@@ -582,4 +584,156 @@ func TestCatalogCatchesUpAfterFailedApply(t *testing.T) {
 	if tip := n.cat.Tip(); tip.Seq != seq+1 || tip.Txid != next.Txid {
 		t.Fatalf("tip %+v, want seq %d txid %d", tip, seq+1, next.Txid)
 	}
+}
+
+// OpenRemotePartial stops at the first record that cannot be read or
+// applied and reports it, with the catalog holding exactly the records
+// before it; OpenRemote fails on the same store.
+func TestOpenRemotePartial(t *testing.T) {
+	ctx := context.Background()
+	store := fsStore(t)
+	n := newNode(t, store, "writer-a", 4, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(20, 21))
+	var recs []*Record
+	for i := range 6 {
+		rec := n.randomPublish(rng, 20)
+		if err := n.w.Publish(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec)
+		if i == 1 {
+			if err := n.w.UploadSnapshot(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	head, _, err := GetHead(ctx, store, testLayout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(t *testing.T) (*Catalog, *Damage) {
+		t.Helper()
+		cat, dmg, err := OpenRemotePartial(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cat.Close() })
+		return cat, dmg
+	}
+	t.Run("whole", func(t *testing.T) {
+		cat, dmg := open(t)
+		if dmg != nil {
+			t.Fatalf("damage %v in an intact store", dmg)
+		}
+		if cat.Tip().Seq != head.Seq {
+			t.Fatalf("tip seq %d, head %d", cat.Tip().Seq, head.Seq)
+		}
+	})
+
+	get := func(key string) []byte {
+		rc, _, err := store.Get(ctx, key, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	put := func(key string, b []byte) {
+		if _, err := store.Put(ctx, key, bytes.NewReader(b), remote.PutOptions{Size: int64(len(b))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The fourth publish (after the snapshot) is damaged in each way.
+	bad := recs[3]
+	obj := bad.Added[0].Key
+	damages := []struct {
+		name    string
+		key     string
+		damage  func()
+		wantErr error
+	}{
+		{"object missing", obj, func() {
+			if err := store.Delete(ctx, obj); err != nil {
+				t.Fatal(err)
+			}
+		}, remote.ErrNotFound},
+		{"object truncated", obj, func() { put(obj, get(obj)[:40]) }, delta.ErrCorrupt},
+		{"record missing", testLayout.Log(bad.Seq), func() {
+			if err := store.Delete(ctx, testLayout.Log(bad.Seq)); err != nil {
+				t.Fatal(err)
+			}
+		}, ErrCorrupt},
+		{"record bit flip", testLayout.Log(bad.Seq), func() {
+			b := get(testLayout.Log(bad.Seq))
+			b[len(b)/2] ^= 0x10
+			put(testLayout.Log(bad.Seq), b)
+		}, ErrCorrupt},
+	}
+	for _, d := range damages {
+		t.Run(d.name, func(t *testing.T) {
+			orig := get(d.key)
+			d.damage()
+			defer put(d.key, orig)
+			if _, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{}); err == nil {
+				t.Fatal("OpenRemote accepted the damaged store")
+			}
+			cat, dmg := open(t)
+			if dmg == nil {
+				t.Fatal("no damage reported")
+			}
+			if dmg.Seq != bad.Seq || !errors.Is(dmg, d.wantErr) {
+				t.Fatalf("damage %v (seq %d), want seq %d and %v", dmg, dmg.Seq, bad.Seq, d.wantErr)
+			}
+			if cat.Tip().Seq != bad.Seq-1 {
+				t.Fatalf("tip seq %d, want %d", cat.Tip().Seq, bad.Seq-1)
+			}
+			want, err := n.cat.SnapshotAt(recs[2].Txid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameMaps(t, d.name, cat.Snapshot(), want, 30)
+		})
+	}
+
+	t.Run("cancelled", func(t *testing.T) {
+		// Cancelled while reading a record whose body comes back cut
+		// short: corrupt as far as the bytes go, but the context ended, so
+		// it is no evidence about the store.
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		cs := cancelOnGet{Store: store, key: testLayout.Log(bad.Seq), cancel: cancel}
+		_, dmg, err := OpenRemotePartial(cctx, cs, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+		if err == nil || dmg != nil {
+			t.Fatalf("cancelled open: damage %v, err %v; want an error and no damage", dmg, err)
+		}
+	})
+}
+
+// cancelOnGet cancels a context when key is read and returns the first
+// half of its body, as a stream cut by the cancellation would.
+type cancelOnGet struct {
+	remote.Store
+	key    string
+	cancel func()
+}
+
+func (s cancelOnGet) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, remote.ObjectInfo, error) {
+	if key != s.key {
+		return s.Store.Get(ctx, key, off, length)
+	}
+	rc, info, err := s.Store.Get(ctx, key, off, length)
+	if err != nil {
+		return nil, info, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	s.cancel()
+	return io.NopCloser(bytes.NewReader(b[:len(b)/2])), info, err
 }

@@ -31,6 +31,8 @@ var (
 	ErrInvalidKey = errors.New("remote: invalid key")
 	// ErrInvalidRange: a ranged get asked for bytes outside the object.
 	ErrInvalidRange = errors.New("remote: invalid range")
+	// ErrReadOnly: a write to a store opened for reading only.
+	ErrReadOnly = errors.New("remote: store opened read-only")
 )
 
 // ObjectInfo describes a stored object.

@@ -78,5 +78,9 @@ func boundaries(ctx context.Context, env *cmdEnv, sf *storeFlags, url string, sh
 	if hidden > 0 {
 		fmt.Fprintf(env.stdout, "%d void records not listed (-void lists them)\n", hidden)
 	}
+	if r.damage != nil {
+		fmt.Fprintf(env.stdout, "DAMAGED from seq %d on: not listed\n", r.damage.Seq)
+		return r.damaged()
+	}
 	return nil
 }

@@ -30,7 +30,19 @@
 // instance metadata service). -no-imds, or AWS_EC2_METADATA_DISABLED=true,
 // keeps the instance metadata service out of that chain.
 //
+// Every command only reads the store: a file:// store is opened read-only
+// (nothing is created in it, so a read-only mount or a copy of a bucket
+// works).
+//
+// A damaged store (a log record missing or corrupt, or an object a record
+// adds missing or corrupt) does not stop the commands: the catalog is
+// built from the log up to the first damaged record. status, boundaries
+// and verify report the damage and exit 1; restore refuses the newest
+// boundary and any past the damage, naming the newest one before it,
+// which 'bop restore -txid' still restores.
+//
 // Exit status: 0 on success, 1 when the command fails (including verify
-// finding a damaged object), 2 for a usage error. SIGINT and SIGTERM
-// cancel the command; a restore that is cancelled leaves no output file.
+// finding a damaged object, and any command finding a damaged log), 2 for
+// a usage error. SIGINT and SIGTERM cancel the command; a restore that is
+// cancelled leaves no output file.
 package main

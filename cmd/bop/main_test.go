@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -409,6 +410,10 @@ func TestBadInput(t *testing.T) {
 		{[]string{"status", "-tenant", "acme", fileURL(storeDir)}, 1, `no database of tenant "acme"`},
 		{[]string{"restore", "-o", filepath.Join(missing, "x.db"), fileURL(storeDir)}, 1, "output folder"},
 		{[]string{"version", "x"}, 2, "no arguments"},
+		{[]string{"restore", "-txid", "0", fileURL(storeDir)}, 2, "txid 0 is the empty database"},
+		{[]string{"verify", "-txid", "0", fileURL(storeDir)}, 2, "txid 0 is the empty database"},
+		{[]string{"restore", "-txid", "99999", "-o", filepath.Join(empty, "x.db"), fileURL(storeDir)}, 1, "txid 99999 is past the newest boundary"},
+		{[]string{"verify", "-txid", "99999", fileURL(storeDir)}, 1, "txid 99999 is past the newest boundary"},
 	}
 	for _, c := range cases {
 		code, out, errOut := cli(t, ctx, c.args...)
@@ -539,5 +544,133 @@ func TestS3(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
 	if code, _, errOut := cli(t, ctx, "status", "-no-imds", storeURL); code != 1 || !strings.Contains(errOut, "set together") {
 		t.Errorf("status with half a key pair: exit %d, %q", code, errOut)
+	}
+}
+
+// objectFiles lists the object files of the database in a file:// store.
+func objectFiles(t testing.TB, storeDir string) map[string]bool {
+	t.Helper()
+	des, err := os.ReadDir(filepath.Join(storeDir, "default", "app.db", "obj"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	m := map[string]bool{}
+	for _, de := range des {
+		m[de.Name()] = true
+	}
+	return m
+}
+
+// TestDamagedStore: with the object of one publish gone, every command
+// still runs on the log before it: status, boundaries and verify report
+// the damage and exit 1, restore refuses the newest boundary (and any
+// past the damage) naming the newest one it can serve, and restores that
+// one to the content the live database had then.
+func TestDamagedStore(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	storeDir := filepath.Join(t.TempDir(), "store")
+	url := fileURL(storeDir)
+	live := openLive(t, dir, url, bop.Config{})
+	var digests []string
+	var damaged string
+	for i := range 4 {
+		before := objectFiles(t, storeDir)
+		live.insert(t, 50)
+		live.publish(t)
+		digests = append(digests, digest(t, live.db))
+		if i == 2 {
+			for name := range objectFiles(t, storeDir) {
+				if !before[name] {
+					damaged = name
+				}
+			}
+		}
+	}
+	if damaged == "" {
+		t.Fatal("the third publish added no object")
+	}
+	live.db.Close()
+	code, out, _ := cli(t, ctx, "boundaries", url)
+	txids := publishTxids(t, out)
+	if code != 0 || len(txids) != 4 {
+		t.Fatalf("boundaries of the intact store: exit %d, publishes %v", code, txids)
+	}
+	if err := os.Remove(filepath.Join(storeDir, "default", "app.db", "obj", damaged)); err != nil {
+		t.Fatal(err)
+	}
+
+	before := fmt.Sprintf("the newest boundary before it is txid %d", txids[1])
+	if code, out, errOut := cli(t, ctx, "status", url); code != 1 || !strings.Contains(out, "DAMAGED") || !strings.Contains(errOut, before) {
+		t.Errorf("status: exit %d, want 1 with DAMAGED and %q", code, before)
+	}
+	code, out, errOut := cli(t, ctx, "boundaries", url)
+	if got := publishTxids(t, out); code != 1 || !slices.Equal(got, txids[:2]) || !strings.Contains(errOut, damaged) {
+		t.Errorf("boundaries: exit %d, publishes %v; want 1, %v and the missing object named", code, got, txids[:2])
+	}
+	if code, out, _ := cli(t, ctx, "verify", url); code != 1 || !strings.Contains(out, "FAILED log from seq") || !strings.Contains(out, damaged) {
+		t.Errorf("verify: exit %d, want 1 with the damaged log named", code)
+	}
+	out1 := filepath.Join(t.TempDir(), "newest.db")
+	if code, _, errOut := cli(t, ctx, "restore", "-o", out1, url); code != 1 || !strings.Contains(errOut, before) {
+		t.Errorf("restore of the newest: exit %d, want 1 with %q", code, before)
+	}
+	if code, _, errOut := cli(t, ctx, "restore", "-txid", strconv.FormatUint(txids[2], 10), "-o", out1, url); code != 1 || !strings.Contains(errOut, "damaged") {
+		t.Errorf("restore -txid %d (past the damage): exit %d, want 1", txids[2], code)
+	}
+	if _, err := os.Stat(out1); !os.IsNotExist(err) {
+		t.Errorf("a refused restore left %s (stat: %v)", out1, err)
+	}
+	out2 := filepath.Join(t.TempDir(), "second.db")
+	if code, _, _ := cli(t, ctx, "restore", "-txid", strconv.FormatUint(txids[1], 10), "-o", out2, url); code != 0 {
+		t.Fatalf("restore -txid %d (before the damage): exit %d", txids[1], code)
+	}
+	if got := digest(t, openPlain(t, out2)); got != digests[1] {
+		t.Errorf("restored txid %d: %.80s, want %.80s", txids[1], got, digests[1])
+	}
+}
+
+// TestReadOnlyStore: every command works on a store it may not write to,
+// and none creates anything in it (a file:// store copied from S3 has no
+// "#bop" folder; a read-only mount cannot get one).
+func TestReadOnlyStore(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	storeDir := filepath.Join(t.TempDir(), "store")
+	live := openLive(t, dir, fileURL(storeDir), bop.Config{})
+	live.insert(t, 20)
+	live.publish(t)
+	want := digest(t, live.db)
+	live.db.Close()
+	if err := os.RemoveAll(filepath.Join(storeDir, "#bop")); err != nil {
+		t.Fatal(err)
+	}
+	list := func() []string {
+		var names []string
+		filepath.WalkDir(storeDir, func(p string, d os.DirEntry, err error) error {
+			names = append(names, p)
+			return err
+		})
+		return names
+	}
+	tree := list()
+	url := "file://localhost" + filepath.ToSlash(storeDir) // RFC 8089's form works too
+	out := filepath.Join(t.TempDir(), "r.db")
+	for _, args := range [][]string{
+		{"databases", url},
+		{"status", url},
+		{"boundaries", url},
+		{"verify", "-all", url},
+		{"restore", "-o", out, url},
+	} {
+		if code, _, _ := cli(t, ctx, args...); code != 0 {
+			t.Fatalf("bop %v: exit %d", args, code)
+		}
+		if got := list(); !slices.Equal(got, tree) {
+			t.Fatalf("bop %v changed the store: %v, was %v", args, got, tree)
+		}
+	}
+	if got := digest(t, openPlain(t, out)); got != want {
+		t.Errorf("restored: %.80s, want %.80s", got, want)
 	}
 }

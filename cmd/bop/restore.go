@@ -21,8 +21,9 @@ func init() {
 		help: `
 Restore writes the database as it was at a boundary (by default the newest)
 to a plain SQLite file that any SQLite opens. A txid between two boundaries
-rounds down to the boundary below it; -time picks the newest boundary
-published at or before that time. The file is written under a temporary
+rounds down to the boundary below it (a txid past the newest boundary is
+an error); -time picks the newest boundary published at or before that
+time. The file is written under a temporary
 name, verified page by page (every frame's page number and hash) and
 renamed into place, so the output holds a whole database or nothing.
 
@@ -50,7 +51,11 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if *txid != 0 && *at != "" {
+				txid, err := txidFlag(fs, *txid)
+				if err != nil {
+					return err
+				}
+				if txid != 0 && *at != "" {
 					return usagef("give -txid or -time, not both")
 				}
 				var atTime time.Time
@@ -62,7 +67,7 @@ Examples:
 				if *parallel < 1 || *parallel > 256 {
 					return usagef("-parallel %d: want 1 to 256", *parallel)
 				}
-				return restore(ctx, env, &sf, url, restoreArgs{txid: *txid, at: atTime, out: *out, force: *force, parallel: *parallel})
+				return restore(ctx, env, &sf, url, restoreArgs{txid: txid, at: atTime, out: *out, force: *force, parallel: *parallel})
 			}
 		},
 	})
@@ -104,10 +109,22 @@ func restore(ctx context.Context, env *cmdEnv, sf *storeFlags, url string, a res
 		}
 	}
 	txid := a.txid
-	if !a.at.IsZero() {
+	switch {
+	case !a.at.IsZero():
 		if txid, err = boundaryAt(r, a.at); err != nil {
 			return err
 		}
+		// A later boundary may lie in the damaged part of the log, at or
+		// before the time asked for: the answer is unknown.
+		if r.damage != nil && txid == r.cat.Tip().Txid {
+			return r.damaged()
+		}
+	case txid != 0:
+		if err := r.checkTxid(txid); err != nil {
+			return err
+		}
+	case r.damage != nil:
+		return r.damaged() // the newest boundary is in the damaged part
 	}
 	res, err := checkpoint.Restore(ctx, checkpoint.RestoreOptions{
 		Store: r.store, Catalog: r.cat, Txid: txid, Path: out, Overwrite: a.force, Parallel: a.parallel,

@@ -23,7 +23,9 @@ epoch, writer, when the writer last published or renewed its lease, the
 catalog snapshot it names), the newest boundary, how many publishes the
 log holds, the objects the newest boundary reads and their size, the
 objects stored under obj/ (a LIST: it includes retired objects that GC has
-not deleted yet), and the pins other nodes hold.
+not deleted yet), and the pins other nodes hold. If the log cannot be
+applied to its end (a record or an object it adds is missing or corrupt),
+it says where, shows the catalog before that point and exits 1.
 
 Example:
 
@@ -109,6 +111,10 @@ func status(ctx context.Context, env *cmdEnv, sf *storeFlags, url string) error 
 	} else {
 		row("snapshot", "none (the catalog is built from the log alone)")
 	}
+	if r.damage != nil {
+		row("DAMAGED", "%v", r.damage)
+		row("", "the catalog below holds the %d records before seq %d", r.damage.Seq-1, r.damage.Seq)
+	}
 	if snap.Txid() == 0 {
 		row("newest boundary", "none: nothing published yet")
 	} else {
@@ -137,7 +143,13 @@ func status(ctx context.Context, env *cmdEnv, sf *storeFlags, url string) error 
 		}
 		row(k, "%s: txid %d, owner %s, %s %s", p.ID, p.Boundary, p.Owner, exp, p.Reason)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if r.damage != nil {
+		return r.damaged()
+	}
+	return nil
 }
 
 // timeString prints a Unix time in milliseconds, UTC.

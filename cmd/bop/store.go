@@ -50,9 +50,10 @@ func (sf *storeFlags) backendOptions() (backend.Options, error) {
 	return opts, nil
 }
 
-// openStore opens the store at rawURL for reading. A file:// store must
-// already exist: backend.Open would create the directory, and a typo in a
-// path should say so, not show an empty store.
+// openStore opens the store at rawURL for reading only (every command
+// only reads): a file:// store must already exist, and nothing is created
+// in it, so a typo in a path says so instead of showing an empty store,
+// and a store on a read-only mount can be inspected and restored from.
 func (sf *storeFlags) openStore(ctx context.Context, rawURL string) (remote.Store, func(), error) {
 	loc, err := backend.Parse(rawURL)
 	if err != nil {
@@ -82,6 +83,7 @@ func (sf *storeFlags) openStore(ctx context.Context, rawURL string) (remote.Stor
 	if err != nil {
 		return nil, nil, err
 	}
+	opts.ReadOnly = true
 	s, err := backend.Open(ctx, rawURL, opts)
 	if err != nil {
 		return nil, nil, err
@@ -154,12 +156,32 @@ type remoteDB struct {
 	layout remote.Layout
 	head   *manifest.Head
 	cat    *manifest.Catalog
+	// damage, if not nil, is where the log stopped applying: cat holds
+	// the records before damage.Seq, and boundaries from there on are
+	// unknown (manifest.OpenRemotePartial).
+	damage *manifest.Damage
 	close  func()
 }
 
+// errDamaged: the store's log cannot be applied to its end.
+var errDamaged = errors.New("the store is damaged")
+
+// damaged describes the damage as an error, with the newest boundary that
+// can still be read.
+func (r *remoteDB) damaged() error {
+	newest := "no boundary before it can be read"
+	if tip := r.cat.Tip(); tip.Txid > 0 {
+		newest = fmt.Sprintf("the newest boundary before it is txid %d", tip.Txid)
+	}
+	return fmt.Errorf("%w: %s: log record seq %d and the %d after it cannot be applied (%s): %v",
+		errDamaged, r.name(), r.damage.Seq, r.head.Seq-min(r.head.Seq, r.damage.Seq), newest, r.damage.Err)
+}
+
 // openRemoteDB opens the store, finds the database and builds its catalog
-// in a temporary folder (manifest.OpenRemote: head, the snapshot it names,
-// log records after it; every one verified as it is read).
+// in a temporary folder (manifest.OpenRemotePartial: head, the snapshot it
+// names, log records after it; every one verified as it is read). A log
+// that stops applying part way is not an error here: the commands report
+// it (status, boundaries, verify) and refuse boundaries past it (restore).
 func (sf *storeFlags) openRemoteDB(ctx context.Context, rawURL, tmpRoot string) (*remoteDB, error) {
 	s, closeStore, err := sf.openStore(ctx, rawURL)
 	if err != nil {
@@ -184,16 +206,40 @@ func (sf *storeFlags) openRemoteDB(ctx context.Context, rawURL, tmpRoot string) 
 	if err != nil {
 		return fail(err)
 	}
-	cat, err := manifest.OpenRemote(ctx, s, layout, filepath.Join(tmp, "catalog.db"), manifest.Options{})
+	cat, damage, err := manifest.OpenRemotePartial(ctx, s, layout, filepath.Join(tmp, "catalog.db"), manifest.Options{})
 	if err != nil {
 		os.RemoveAll(tmp)
 		return fail(fmt.Errorf("read %s from %s: %w", strings.TrimSuffix(layout.Root(), "/"), rawURL, err))
 	}
-	return &remoteDB{store: s, layout: layout, head: head, cat: cat, close: func() {
+	return &remoteDB{store: s, layout: layout, head: head, cat: cat, damage: damage, close: func() {
 		cat.Close()
 		os.RemoveAll(tmp)
 		closeStore()
 	}}, nil
+}
+
+// checkTxid refuses a txid past what the catalog can answer for: past the
+// newest boundary (a point in time that does not exist yet is more likely
+// a mistake than a wish for the newest), or past the damage.
+func (r *remoteDB) checkTxid(txid uint64) error {
+	tip := r.cat.Tip()
+	switch {
+	case txid <= tip.Txid:
+		return nil
+	case r.damage != nil:
+		return r.damaged()
+	}
+	return fmt.Errorf("txid %d is past the newest boundary of %s, txid %d (run 'bop boundaries')", txid, r.name(), tip.Txid)
+}
+
+// txidFlag is a -txid flag: 0 when not given; given as 0, a usage error.
+func txidFlag(fs *flag.FlagSet, v uint64) (uint64, error) {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "txid" })
+	if set && v == 0 {
+		return 0, usagef("-txid 0: txid 0 is the empty database before the first transaction; give 1 or more, or leave -txid out for the newest boundary")
+	}
+	return v, nil
 }
 
 // name is tenant/db.

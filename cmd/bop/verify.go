@@ -46,13 +46,17 @@ Example:
 				if err != nil {
 					return err
 				}
-				if *all && *txid != 0 {
+				txid, err := txidFlag(fs, *txid)
+				if err != nil {
+					return err
+				}
+				if *all && txid != 0 {
 					return usagef("give -txid or -all, not both")
 				}
 				if *parallel < 1 || *parallel > 64 {
 					return usagef("-parallel %d: want 1 to 64", *parallel)
 				}
-				return verify(ctx, env, &sf, url, *txid, *all, *parallel)
+				return verify(ctx, env, &sf, url, txid, *all, *parallel)
 			}
 		},
 	})
@@ -100,6 +104,9 @@ func verify(ctx context.Context, env *cmdEnv, sf *storeFlags, url string, txid u
 		}
 		what = fmt.Sprintf("%d boundaries", n)
 	case txid != 0:
+		if err := r.checkTxid(txid); err != nil {
+			return err
+		}
 		s, err := r.cat.SnapshotAt(txid)
 		if err != nil {
 			return err
@@ -113,6 +120,12 @@ func verify(ctx context.Context, env *cmdEnv, sf *storeFlags, url string, txid u
 		s := r.cat.Snapshot()
 		add(s)
 		what = fmt.Sprintf("the newest boundary, txid %d", s.Txid())
+		if r.damage != nil {
+			what = fmt.Sprintf("the newest boundary before the damage, txid %d", s.Txid())
+		}
+	}
+	if r.damage != nil {
+		fmt.Fprintf(env.stdout, "FAILED log from seq %d: %v\n", r.damage.Seq, r.damage.Err)
 	}
 
 	list := make([]*manifest.ObjectRef, 0, len(objs))
@@ -171,6 +184,9 @@ feed:
 		r.name(), len(list), what, len(list)-failed, sizeString(bytes), failed)
 	if failed > 0 {
 		return fmt.Errorf("%w: %d of %d objects of %s are damaged or missing", errVerifyFailed, failed, len(list), r.name())
+	}
+	if r.damage != nil {
+		return fmt.Errorf("%w: %w", errVerifyFailed, r.damaged())
 	}
 	return nil
 }

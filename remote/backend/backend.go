@@ -28,6 +28,14 @@ type Options struct {
 	// credential chain (see s3store.Config.DisableIMDS).
 	DisableIMDS bool
 
+	// ReadOnly opens a file:// store for reading only: its directory must
+	// exist, nothing is created in it, and writes fail with
+	// remote.ErrReadOnly (fsstore.OpenReadOnly), so inspecting a store
+	// works on a read-only mount. An s3:// store is opened the same way
+	// either way: opening creates nothing there, and the credentials
+	// decide what may be written.
+	ReadOnly bool
+
 	// S3 tuning; zero values take s3store's defaults.
 	MaxAttempts        int
 	PartSize           int64
@@ -47,7 +55,7 @@ type Location struct {
 }
 
 // Open parses rawURL and opens the store it names. A file:// directory is
-// created if missing. The returned store may also implement io.Closer
+// created if missing (unless opts.ReadOnly). The returned store may also implement io.Closer
 // (fsstore does: it holds a lock file); close it when done.
 func Open(ctx context.Context, rawURL string, opts Options) (remote.Store, error) {
 	loc, err := Parse(rawURL)
@@ -56,6 +64,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (remote.Store, error
 	}
 	switch loc.Scheme {
 	case "file":
+		if opts.ReadOnly {
+			s, err := fsstore.OpenReadOnly(loc.Dir)
+			if err != nil {
+				return nil, fmt.Errorf("backend: open %s: %w", redact(rawURL), err)
+			}
+			return s, nil
+		}
 		if err := os.MkdirAll(loc.Dir, 0o755); err != nil {
 			return nil, fmt.Errorf("backend: create store directory: %w", err)
 		}
@@ -111,8 +126,8 @@ func parseFile(u *url.URL, raw string) (Location, error) {
 		return bad("relative path; want file:///absolute/path")
 	case u.User != nil:
 		return bad("user info is not allowed")
-	case u.Host != "":
-		return bad("host %q: only local directories, file:///absolute/path (empty host)", u.Host)
+	case u.Host != "" && !strings.EqualFold(u.Host, "localhost"): // RFC 8089: "localhost" is the local machine too
+		return bad("host %q: only local directories, file:///absolute/path (empty host or localhost)", u.Host)
 	case u.RawQuery != "" || u.ForceQuery:
 		return bad("file URLs take no query parameters")
 	case u.Fragment != "" || strings.Contains(raw, "#"):

@@ -53,6 +53,9 @@ func TestParseFile(t *testing.T) {
 		"file:///tmp/store/":     "/tmp/store",
 		"FILE:///a/b/c":          "/a/b/c",
 		"file:///tmp/my%20store": "/tmp/my store",
+		// RFC 8089: the host "localhost" is the local machine.
+		"file://localhost/tmp/store": "/tmp/store",
+		"file://LocalHost/tmp/store": "/tmp/store",
 	}
 	for u, want := range cases {
 		loc, err := Parse(u)
@@ -109,7 +112,7 @@ func TestParseErrors(t *testing.T) {
 		{"s3://bucket/p?a=%zz", "malformed"},
 		{"file:relative/path", "relative path"},
 		{"file://host/tmp/x", `host "host"`},
-		{"file://localhost/tmp/x", `host "localhost"`},
+		{"file://localhost:80/tmp/x", `host "localhost:80"`},
 		{"file://", "no absolute path"},
 		{"file:///", "root"},
 		{"file:///tmp/a/../b", "'..'"},
@@ -172,6 +175,69 @@ func TestOpenFile(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(dir, "a", "b"))
 	if err != nil || string(got) != "hello" {
 		t.Fatalf("object file: %q, %v", got, err)
+	}
+}
+
+// TestOpenFileReadOnly: with ReadOnly, a file:// store must exist, opens
+// without creating anything in it, reads what a writable open wrote and
+// refuses writes.
+func TestOpenFileReadOnly(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "store")
+	if _, err := Open(ctx, "file://"+dir, Options{ReadOnly: true}); err == nil {
+		t.Fatal("a read-only open of a missing store succeeded")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the failed read-only open created %s: %v", dir, err)
+	}
+	// A store written by hand (as copied from S3): no "#bop" folder.
+	if err := os.MkdirAll(filepath.Join(dir, "t", "db"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "t", "db", "head"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, "file://"+dir, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.(io.Closer).Close()
+	rc, _, err := s.Get(ctx, "t/db/head", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(got) != "hello" {
+		t.Fatalf("read %q", got)
+	}
+	var keys []string
+	if err := s.List(ctx, "", func(o remote.ObjectInfo) error { keys = append(keys, o.Key); return nil }); err != nil || len(keys) != 1 {
+		t.Fatalf("List: %v, %v", keys, err)
+	}
+	if _, err := s.Put(ctx, "t/db/x", strings.NewReader("x"), remote.PutOptions{Size: 1}); !errors.Is(err, remote.ErrReadOnly) {
+		t.Fatalf("Put: %v, want ErrReadOnly", err)
+	}
+	f, err := os.Open(filepath.Join(dir, "t", "db", "head"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := s.(remote.FilePutter).PutFile(ctx, "t/db/y", f, remote.PutOptions{}); !errors.Is(err, remote.ErrReadOnly) {
+		t.Fatalf("PutFile: %v, want ErrReadOnly", err)
+	}
+	if err := s.Delete(ctx, "t/db/head"); !errors.Is(err, remote.ErrReadOnly) {
+		t.Fatalf("Delete: %v, want ErrReadOnly", err)
+	}
+	if _, err := s.(*fsstore.Store).Sweep(ctx); !errors.Is(err, remote.ErrReadOnly) {
+		t.Fatalf("Sweep: %v, want ErrReadOnly", err)
+	}
+	des, err := os.ReadDir(dir)
+	if err != nil || len(des) != 1 || des[0].Name() != "t" {
+		t.Fatalf("the store's folder after a read-only session: %v, %v; want only t/", des, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "t", "db", "head")); err != nil {
+		t.Fatal(err)
 	}
 }
 

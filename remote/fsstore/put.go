@@ -37,6 +37,9 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts remote.Pu
 	if err := checkPut(ctx, key, opts); err != nil {
 		return remote.PutResult{}, err
 	}
+	if err := s.writable("put", key); err != nil {
+		return remote.PutResult{}, err
+	}
 	if s.failsPrecondition(key, opts) {
 		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, remote.ErrPrecondition)
 	}

@@ -40,6 +40,9 @@ func (s *Store) PutFile(ctx context.Context, key string, f *os.File, opts remote
 	if err := checkPut(ctx, key, opts); err != nil {
 		return remote.PutResult{}, err
 	}
+	if err := s.writable("put", key); err != nil {
+		return remote.PutResult{}, err
+	}
 	fi, err := f.Stat()
 	if err != nil {
 		return remote.PutResult{}, fmt.Errorf("fsstore: put %q: %w", key, err)

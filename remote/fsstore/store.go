@@ -24,6 +24,9 @@ type Store struct {
 	root string // absolute
 	tmp  string // root/#bop/tmp: temp files of puts in progress
 	lock *treeLock
+	// readOnly: opened by OpenReadOnly; there is no lock and no temp
+	// folder, and every write fails with remote.ErrReadOnly.
+	readOnly bool
 }
 
 var (
@@ -62,9 +65,47 @@ func New(dir string) (*Store, error) {
 	return s, nil
 }
 
+// OpenReadOnly opens the existing store rooted at dir for reading only:
+// it creates nothing (not even the store's own folder "#bop"), takes no
+// lock and removes no temp files, so it works on a read-only mount or
+// someone else's store. Head, Get and List behave as on a store opened
+// with New; Put, PutFile and Delete fail with remote.ErrReadOnly. Reads
+// need no lock: an object's file is only ever replaced whole (renamed or
+// linked into place), never written in place.
+func OpenReadOnly(dir string) (*Store, error) {
+	if !supported {
+		return nil, fmt.Errorf("fsstore: %s: %w", runtime.GOOS, errors.ErrUnsupported)
+	}
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("fsstore: %w", err)
+	}
+	fi, err := os.Stat(root)
+	if err != nil {
+		return nil, fmt.Errorf("fsstore: open %s: %w", root, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("fsstore: open %s: not a directory", root)
+	}
+	return &Store{root: root, tmp: filepath.Join(root, reserved, "tmp"), readOnly: true}, nil
+}
+
+// writable fails a write to a read-only store.
+func (s *Store) writable(op, key string) error {
+	if s.readOnly {
+		return fmt.Errorf("fsstore: %s %q: %w", op, key, remote.ErrReadOnly)
+	}
+	return nil
+}
+
 // Close releases the lock file. Objects are unaffected; the Store must not
 // be used afterwards.
-func (s *Store) Close() error { return s.lock.close() }
+func (s *Store) Close() error {
+	if s.lock == nil {
+		return nil
+	}
+	return s.lock.close()
+}
 
 // EnforcesConditions reports that conditional puts are decided here, by
 // construction (remote.ConditionEnforcer): IfNoneMatch is a hard link,
@@ -225,6 +266,9 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("fsstore: delete %q: %w", key, err)
+	}
+	if err := s.writable("delete", key); err != nil {
+		return err
 	}
 	p := s.path(key)
 	if err := s.lock.lock(ctx); err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/bopstore/bop/remote"
 )
 
 // Sweep removes temp files that no live writer holds: those of Puts whose
@@ -15,6 +17,9 @@ import (
 // crashed create-if-absent may have linked the same file to its key, which
 // keeps it. New calls Sweep; long-running programs may call it again.
 func (s *Store) Sweep(ctx context.Context) (removed int, err error) {
+	if s.readOnly {
+		return 0, fmt.Errorf("fsstore: sweep: %w", remote.ErrReadOnly)
+	}
 	des, err := os.ReadDir(s.tmp)
 	if err != nil {
 		return 0, fmt.Errorf("fsstore: sweep: %w", err)
