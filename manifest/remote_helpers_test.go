@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -175,5 +176,28 @@ func sameMaps(t testing.TB, what string, a, b *Snapshot, upTo uint32) {
 			(x.Object != nil && *x.Object != *y.Object) {
 			t.Fatalf("%s: page %d: %+v vs %+v", what, p, x, y)
 		}
+	}
+}
+
+// readObject returns the whole object at key.
+func readObject(t testing.TB, store remote.Store, key string) []byte {
+	t.Helper()
+	rc, _, err := store.Get(context.Background(), key, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// writeObject replaces the object at key with b (damaging it, in tests).
+func writeObject(t testing.TB, store remote.Store, key string, b []byte) {
+	t.Helper()
+	if _, err := store.Put(context.Background(), key, bytes.NewReader(b), remote.PutOptions{Size: int64(len(b))}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -367,21 +367,8 @@ func TestCorruptRemoteObjects(t *testing.T) {
 	}
 	pinKey, _ := testLayout.Pin("replica-1")
 	lastLog := testLayout.Log(n.cat.Tip().Seq)
-	read := func(key string) []byte {
-		rc, _, err := store.Get(ctx, key, 0, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rc.Close()
-		var b bytes.Buffer
-		b.ReadFrom(rc)
-		return b.Bytes()
-	}
-	write := func(key string, data []byte) {
-		if _, err := store.Put(ctx, key, bytes.NewReader(data), remote.PutOptions{Size: int64(len(data))}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	read := func(key string) []byte { return readObject(t, store, key) }
+	write := func(key string, data []byte) { writeObject(t, store, key, data) }
 	damages := map[string]func([]byte) []byte{
 		"bit flip": func(b []byte) []byte {
 			b = bytes.Clone(b)
@@ -633,23 +620,8 @@ func TestOpenRemotePartial(t *testing.T) {
 		}
 	})
 
-	get := func(key string) []byte {
-		rc, _, err := store.Get(ctx, key, 0, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rc.Close()
-		b, err := io.ReadAll(rc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	put := func(key string, b []byte) {
-		if _, err := store.Put(ctx, key, bytes.NewReader(b), remote.PutOptions{Size: int64(len(b))}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	get := func(key string) []byte { return readObject(t, store, key) }
+	put := func(key string, b []byte) { writeObject(t, store, key, b) }
 	// The fourth publish (after the snapshot) is damaged in each way.
 	bad := recs[3]
 	obj := bad.Added[0].Key

@@ -143,7 +143,7 @@ func restore(ctx context.Context, env *cmdEnv, sf *storeFlags, url string, a res
 	case res.Rounded:
 		fmt.Fprintf(env.stdout, "  boundary  txid %d (seq %d), rounded down from txid %d\n", res.Txid, res.Seq, res.Requested)
 	case !a.at.IsZero():
-		fmt.Fprintf(env.stdout, "  boundary  txid %d (seq %d), the newest at or before %s\n", res.Txid, res.Seq, a.at.UTC().Format(time.RFC3339))
+		fmt.Fprintf(env.stdout, "  boundary  txid %d (seq %d), the newest at or before %s\n", res.Txid, res.Seq, a.at.UTC().Format(time.RFC3339Nano))
 	default:
 		fmt.Fprintf(env.stdout, "  boundary  txid %d (seq %d)\n", res.Txid, res.Seq)
 	}
@@ -188,7 +188,7 @@ func boundaryAt(r *remoteDB, t time.Time) (uint64, error) {
 		return 0, err
 	}
 	if !found {
-		return 0, fmt.Errorf("%s has no boundary published at or before %s (run 'bop boundaries')", r.name(), t.UTC().Format(time.RFC3339))
+		return 0, fmt.Errorf("%s has no boundary published at or before %s (run 'bop boundaries')", r.name(), t.UTC().Format(time.RFC3339Nano))
 	}
 	return txid, nil
 }
