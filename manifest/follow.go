@@ -82,13 +82,19 @@ type storeReaderAt struct {
 }
 
 func (r *storeReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	rc, _, err := r.store.Get(r.ctx, r.key, off, int64(len(p)))
+	rc, info, err := r.store.Get(r.ctx, r.key, off, int64(len(p)))
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
 	n, err := io.ReadFull(rc, p)
-	if err == io.ErrUnexpectedEOF {
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		if off+int64(n) < info.Size {
+			// The object holds the bytes: the stream was cut (a dropped
+			// connection), which says nothing about the object. Not EOF,
+			// which a decoder takes for a short, corrupt object.
+			return n, fmt.Errorf("manifest: get %s: the stream ended after %d of %d bytes at %d (the object holds %d)", r.key, n, len(p), off, info.Size)
+		}
 		err = io.EOF
 	}
 	return n, err

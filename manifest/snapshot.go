@@ -217,14 +217,16 @@ func (d *Damage) Unwrap() error { return d.Err }
 
 // OpenRemotePartial is OpenRemote for inspecting a store that may be
 // damaged (the CLI's status, verify and restore): where a log record is
-// missing or does not verify, or the object a record adds cannot be read,
-// it stops at the record before and reports the rest as Damage, instead
-// of failing. The catalog then holds exactly the records before
-// Damage.Seq, so every boundary it answers for is one the store can
-// still serve; boundaries from Damage.Seq on are unknown (a later record
-// may change any page). Damage is nil when the whole log applied. Errors
-// that say nothing of the store (a missing or corrupt head or snapshot,
-// the context, the local disk) still fail the open.
+// missing or does not verify, or the directory of a delta object a record
+// adds cannot be read, twice in a row, it stops at the record before and
+// reports the rest as Damage, instead of failing. The catalog then holds
+// exactly the records before Damage.Seq, so every boundary it answers for
+// is the one the intact store would; boundaries from Damage.Seq on are
+// unknown (a later record may change any page). Objects it does not read
+// (bases, page frames) may still be damaged: restore and delta.Verify
+// find that. Damage is nil when the whole log applied. Errors that say
+// nothing of the store's content (a missing or corrupt head or snapshot,
+// the context, a cut stream, the local disk) still fail the open.
 func OpenRemotePartial(ctx context.Context, store remote.Store, layout remote.Layout, localPath string, opts Options) (*Catalog, *Damage, error) {
 	return openRemote(ctx, store, layout, localPath, opts, true)
 }
@@ -261,11 +263,11 @@ func openRemote(ctx context.Context, store remote.Store, layout remote.Layout, l
 		cat.Close()
 		return nil, nil, corruptf(layout.Snapshot(s.Seq), "snapshot holds records up to seq %d, head says %d", cat.Tip().Seq, s.Seq)
 	}
-	_, err = cat.Refresh(ctx, store)
-	if err == nil {
-		if tip := cat.Tip(); tip.Seq < head.Seq {
-			err = fmt.Errorf("%w: %s: the log ends at seq %d but head says %d", ErrCorrupt, layout.Root(), tip.Seq, head.Seq)
-		}
+	err = readLog(ctx, cat, store, layout, head)
+	if err != nil && partial && ctx.Err() == nil && isStoreDamage(err) {
+		// Confirm before calling it damage: a second read from the same
+		// record rules out a one-off fault of the transport.
+		err = readLog(ctx, cat, store, layout, head)
 	}
 	if err == nil {
 		return cat, nil, nil
@@ -277,6 +279,39 @@ func openRemote(ctx context.Context, store remote.Store, layout remote.Layout, l
 	}
 	cat.Close()
 	return nil, nil, err
+}
+
+// readLog applies the log records after the catalog's tip up to the end
+// of the log, and checks that the end is the end. Writers never leave a
+// gap (a record is created only after the one before it), but head may
+// lag the log (a crash or a failed head write after a record), so neither
+// the first missing seq nor head marks the end on its own: a record after
+// a missing one means the missing one was lost. Seeing seq tip+2 makes
+// the log read again from tip+1, which a live writer created before
+// tip+2; only if it is still missing is it damage.
+func readLog(ctx context.Context, cat *Catalog, store remote.Store, layout remote.Layout, head *Head) error {
+	probed := uint64(0)
+	for {
+		if _, err := cat.Refresh(ctx, store); err != nil {
+			return err
+		}
+		tip := cat.Tip().Seq
+		_, err := store.Head(ctx, layout.Log(tip+2))
+		if errors.Is(err, remote.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("manifest: head %s: %w", layout.Log(tip+2), err)
+		}
+		if probed == tip+2 {
+			return corruptf(layout.Log(tip+1), "missing, but seq %d after it exists", tip+2)
+		}
+		probed = tip + 2
+	}
+	if tip := cat.Tip(); tip.Seq < head.Seq {
+		return corruptf(layout.Log(tip.Seq+1), "missing: the log ends at seq %d but head says %d", tip.Seq, head.Seq)
+	}
+	return nil
 }
 
 // isStoreDamage reports errors that describe what the store holds: a

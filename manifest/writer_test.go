@@ -674,6 +674,62 @@ func TestOpenRemotePartial(t *testing.T) {
 		})
 	}
 
+	t.Run("record missing past a lagging head", func(t *testing.T) {
+		// head may lag the log (a crash after a record, before head):
+		// the end of the log is not the first missing seq.
+		headKey := testLayout.Head()
+		orig, oldHead := get(headKey), get(headKey)
+		old, err := DecodeHead(headKey, oldHead)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lagged := *old
+		lagged.Seq, lagged.Txid = recs[1].Seq, recs[1].Txid
+		raw, err := EncodeHead(&lagged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(headKey, raw)
+		defer put(headKey, orig)
+		missing := testLayout.Log(bad.Seq)
+		rec := get(missing)
+		if err := store.Delete(ctx, missing); err != nil {
+			t.Fatal(err)
+		}
+		defer put(missing, rec)
+		if _, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), missing) {
+			t.Fatalf("OpenRemote: %v, want ErrCorrupt naming %s", err, missing)
+		}
+		cat, dmg := open(t)
+		if dmg == nil || dmg.Seq != bad.Seq || cat.Tip().Seq != bad.Seq-1 {
+			t.Fatalf("damage %v, tip %d; want seq %d", dmg, cat.Tip().Seq, bad.Seq)
+		}
+	})
+
+	t.Run("one-off fault", func(t *testing.T) {
+		// A read that fails once (a fault of the transport or a store
+		// that answers 404 for a moment) is read again, not reported.
+		fs := &failOnce{Store: store, key: obj}
+		cat, dmg, err := OpenRemotePartial(ctx, fs, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cat.Close()
+		if !fs.failed || dmg != nil || cat.Tip().Seq != head.Seq {
+			t.Fatalf("failed %v, damage %v, tip %d; want one failure, no damage, tip %d", fs.failed, dmg, cat.Tip().Seq, head.Seq)
+		}
+	})
+
+	t.Run("stream cut", func(t *testing.T) {
+		// A body shorter than the object the store reports is a cut
+		// stream, not a short object: an error, never damage.
+		cs := cutStream{Store: store, key: obj}
+		_, dmg, err := OpenRemotePartial(ctx, cs, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+		if err == nil || dmg != nil || errors.Is(err, delta.ErrCorrupt) {
+			t.Fatalf("damage %v, err %v; want an error that is not corruption", dmg, err)
+		}
+	})
+
 	t.Run("cancelled", func(t *testing.T) {
 		// Cancelled while reading a record whose body comes back cut
 		// short: corrupt as far as the bytes go, but the context ended, so
@@ -709,3 +765,39 @@ func (s cancelOnGet) Get(ctx context.Context, key string, off, length int64) (io
 	s.cancel()
 	return io.NopCloser(bytes.NewReader(b[:len(b)/2])), info, err
 }
+
+// failOnce answers the first Get of key with ErrNotFound.
+type failOnce struct {
+	remote.Store
+	key    string
+	failed bool
+}
+
+func (s *failOnce) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, remote.ObjectInfo, error) {
+	if key == s.key && !s.failed {
+		s.failed = true
+		return nil, remote.ObjectInfo{}, fmt.Errorf("get %s: %w", key, remote.ErrNotFound)
+	}
+	return s.Store.Get(ctx, key, off, length)
+}
+
+// cutStream returns half of every body of key, and io.ErrUnexpectedEOF,
+// as a dropped connection does.
+type cutStream struct {
+	remote.Store
+	key string
+}
+
+func (s cutStream) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, remote.ObjectInfo, error) {
+	rc, info, err := s.Store.Get(ctx, key, off, length)
+	if err != nil || key != s.key {
+		return rc, info, err
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(rc)
+	return io.NopCloser(io.MultiReader(bytes.NewReader(b[:len(b)/2]), errReader{io.ErrUnexpectedEOF})), info, nil
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }

@@ -34,12 +34,15 @@
 // (nothing is created in it, so a read-only mount or a copy of a bucket
 // works).
 //
-// A damaged store (a log record missing or corrupt, or an object a record
-// adds missing or corrupt) does not stop the commands: the catalog is
-// built from the log up to the first damaged record. status, boundaries
-// and verify report the damage and exit 1; restore refuses the newest
-// boundary and any past the damage, naming the newest one before it,
-// which 'bop restore -txid' still restores.
+// A damaged log (a log record missing or corrupt, or a delta object whose
+// directory a record needs missing or corrupt) does not stop the
+// commands: the catalog is built from the log up to the first damaged
+// record. status, boundaries and verify report the damage and exit 1;
+// restore refuses the newest boundary, any txid past the damage and any
+// -time, naming the newest boundary before the damage, which
+// 'bop restore -txid' still restores. Damage inside objects that building
+// the catalog does not read (base objects, page frames) is found by
+// verify and by restore, which fails rather than write a wrong page.
 //
 // Exit status: 0 on success, 1 when the command fails (including verify
 // finding a damaged object, and any command finding a damaged log), 2 for

@@ -618,6 +618,9 @@ func TestDamagedStore(t *testing.T) {
 	if code, _, errOut := cli(t, ctx, "restore", "-txid", strconv.FormatUint(txids[2], 10), "-o", out1, url); code != 1 || !strings.Contains(errOut, "damaged") {
 		t.Errorf("restore -txid %d (past the damage): exit %d, want 1", txids[2], code)
 	}
+	if code, _, errOut := cli(t, ctx, "restore", "-time", time.Now().UTC().Format(time.RFC3339Nano), "-o", out1, url); code != 1 || !strings.Contains(errOut, "-txid") {
+		t.Errorf("restore -time on a damaged store: exit %d, want 1 pointing to -txid", code)
+	}
 	if _, err := os.Stat(out1); !os.IsNotExist(err) {
 		t.Errorf("a refused restore left %s (stat: %v)", out1, err)
 	}

@@ -67,7 +67,7 @@ Examples:
 				if *parallel < 1 || *parallel > 256 {
 					return usagef("-parallel %d: want 1 to 256", *parallel)
 				}
-				return restore(ctx, env, &sf, url, restoreArgs{txid: txid, at: atTime, out: *out, force: *force, parallel: *parallel})
+				return restore(ctx, env, &sf, url, restoreArgs{txid: txid, at: atTime, hasAt: *at != "", out: *out, force: *force, parallel: *parallel})
 			}
 		},
 	})
@@ -76,6 +76,7 @@ Examples:
 type restoreArgs struct {
 	txid     uint64
 	at       time.Time
+	hasAt    bool // -time given (its time may be the zero time)
 	out      string
 	force    bool
 	parallel int
@@ -110,14 +111,14 @@ func restore(ctx context.Context, env *cmdEnv, sf *storeFlags, url string, a res
 	}
 	txid := a.txid
 	switch {
-	case !a.at.IsZero():
+	case a.hasAt && r.damage != nil:
+		// A record in the damaged part may have been published at or
+		// before the time asked for (record times need not increase:
+		// writers' clocks differ), so no answer can be proven.
+		return fmt.Errorf("%w (-time cannot choose a boundary past a damaged record; choose one with -txid)", r.damaged())
+	case a.hasAt:
 		if txid, err = boundaryAt(r, a.at); err != nil {
 			return err
-		}
-		// A later boundary may lie in the damaged part of the log, at or
-		// before the time asked for: the answer is unknown.
-		if r.damage != nil && txid == r.cat.Tip().Txid {
-			return r.damaged()
 		}
 	case txid != 0:
 		if err := r.checkTxid(txid); err != nil {
@@ -142,7 +143,7 @@ func restore(ctx context.Context, env *cmdEnv, sf *storeFlags, url string, a res
 	switch {
 	case res.Rounded:
 		fmt.Fprintf(env.stdout, "  boundary  txid %d (seq %d), rounded down from txid %d\n", res.Txid, res.Seq, res.Requested)
-	case !a.at.IsZero():
+	case a.hasAt:
 		fmt.Fprintf(env.stdout, "  boundary  txid %d (seq %d), the newest at or before %s\n", res.Txid, res.Seq, a.at.UTC().Format(time.RFC3339Nano))
 	default:
 		fmt.Fprintf(env.stdout, "  boundary  txid %d (seq %d)\n", res.Txid, res.Seq)

@@ -173,8 +173,8 @@ func (r *remoteDB) damaged() error {
 	if tip := r.cat.Tip(); tip.Txid > 0 {
 		newest = fmt.Sprintf("the newest boundary before it is txid %d", tip.Txid)
 	}
-	return fmt.Errorf("%w: %s: log record seq %d and the %d after it cannot be applied (%s): %v",
-		errDamaged, r.name(), r.damage.Seq, r.head.Seq-min(r.head.Seq, r.damage.Seq), newest, r.damage.Err)
+	return fmt.Errorf("%w: %s: log record seq %d and every record after it cannot be applied (%s): %v",
+		errDamaged, r.name(), r.damage.Seq, newest, r.damage.Err)
 }
 
 // openRemoteDB opens the store, finds the database and builds its catalog
