@@ -39,12 +39,9 @@ var (
 // which the ETag and create-if-absent rules rely on, and removes temp files
 // that crashed writers left behind (Sweep).
 func New(dir string) (*Store, error) {
-	if !supported {
-		return nil, fmt.Errorf("fsstore: %s: %w", runtime.GOOS, errors.ErrUnsupported)
-	}
-	root, err := filepath.Abs(dir)
+	root, err := absRoot(dir)
 	if err != nil {
-		return nil, fmt.Errorf("fsstore: %w", err)
+		return nil, err
 	}
 	s := &Store{root: root, tmp: filepath.Join(root, reserved, "tmp")}
 	if err := os.MkdirAll(s.tmp, 0o755); err != nil {
@@ -73,12 +70,9 @@ func New(dir string) (*Store, error) {
 // need no lock: an object's file is only ever replaced whole (renamed or
 // linked into place), never written in place.
 func OpenReadOnly(dir string) (*Store, error) {
-	if !supported {
-		return nil, fmt.Errorf("fsstore: %s: %w", runtime.GOOS, errors.ErrUnsupported)
-	}
-	root, err := filepath.Abs(dir)
+	root, err := absRoot(dir)
 	if err != nil {
-		return nil, fmt.Errorf("fsstore: %w", err)
+		return nil, err
 	}
 	fi, err := os.Stat(root)
 	if err != nil {
@@ -88,6 +82,18 @@ func OpenReadOnly(dir string) (*Store, error) {
 		return nil, fmt.Errorf("fsstore: open %s: not a directory", root)
 	}
 	return &Store{root: root, tmp: filepath.Join(root, reserved, "tmp"), readOnly: true}, nil
+}
+
+// absRoot is the store's absolute root, on a platform the store supports.
+func absRoot(dir string) (string, error) {
+	if !supported {
+		return "", fmt.Errorf("fsstore: %s: %w", runtime.GOOS, errors.ErrUnsupported)
+	}
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("fsstore: %w", err)
+	}
+	return root, nil
 }
 
 // writable fails a write to a read-only store.
