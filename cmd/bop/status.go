@@ -24,7 +24,8 @@ catalog snapshot it names), the newest boundary, how many publishes the
 log holds, the objects the newest boundary reads and their size, the
 objects stored under obj/ (a LIST: it includes retired objects that GC has
 not deleted yet), and the pins other nodes hold. If the log cannot be
-applied to its end (a record or an object it adds is missing or corrupt),
+applied to its end (a record, or a delta object whose directory it needs,
+is missing or corrupt),
 it says where, shows the catalog before that point and exits 1.
 
 Example:

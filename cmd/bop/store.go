@@ -55,8 +55,7 @@ func (sf *storeFlags) backendOptions() (backend.Options, error) {
 // in it, so a typo in a path says so instead of showing an empty store,
 // and a store on a read-only mount can be inspected and restored from.
 func (sf *storeFlags) openStore(ctx context.Context, rawURL string) (remote.Store, func(), error) {
-	loc, err := backend.Parse(rawURL)
-	if err != nil {
+	if _, err := backend.Parse(rawURL); err != nil {
 		return nil, nil, usagef("%v", err)
 	}
 	if sf.tenant == "" {
@@ -68,15 +67,6 @@ func (sf *storeFlags) openStore(ctx context.Context, rawURL string) (remote.Stor
 	if sf.db != "" {
 		if err := remote.ValidateName("database", sf.db); err != nil {
 			return nil, nil, usagef("-db: %v", err)
-		}
-	}
-	if loc.Scheme == "file" {
-		fi, err := os.Stat(loc.Dir)
-		if err != nil {
-			return nil, nil, fmt.Errorf("store %s: %w", rawURL, err)
-		}
-		if !fi.IsDir() {
-			return nil, nil, fmt.Errorf("store %s: %s is not a directory", rawURL, loc.Dir)
 		}
 	}
 	opts, err := sf.backendOptions()
