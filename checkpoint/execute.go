@@ -144,7 +144,7 @@ func stagingName(dir, job string, index int) string {
 // dirName is where the directory of a staged delta waits for the record.
 func dirName(staging string) string { return staging + ".dir" }
 
-const stageBuffer = 256 << 10
+const stageBuffer = 64 << 10
 
 // stage writes action a of plan pl to a staging file at path and
 // verifies it. pgnos is the page set's sorted page list (the plan's input).

@@ -8,12 +8,12 @@ import (
 )
 
 // verifyBlock bounds the memory Verify uses besides the directory.
-const verifyBlock = 256 << 10
+const verifyBlock = 64 << 10
 
 // Verify checks the whole object of size bytes behind r: header,
 // directory, trailer, every frame against its directory entry, and the
 // content hash over every byte before the trailer. It reads sequentially
-// in blocks of at most 256 KiB (or one frame, if larger) and holds only
+// in blocks of at most 64 KiB (or one frame, if larger) and holds only
 // that block and the directory.
 func Verify(r io.ReaderAt, size int64) error {
 	o, err := Open(r, size)

@@ -3,6 +3,7 @@ package manifest
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -29,9 +30,20 @@ var catalogTemplate = sync.OnceValues(func() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manifest: catalog template: %w", err)
 	}
-	b, err := io.ReadAll(io.LimitReader(zr, 1<<20))
-	if err != nil {
+	// The gzip trailer's last word is the uncompressed size: read into a
+	// buffer of exactly that size (io.ReadAll's doublings allocated three
+	// times as much, in a process whose every allocation brings its
+	// first garbage collection nearer).
+	size := 1 << 20
+	if n := len(templateGz); n >= 4 {
+		size = min(size, int(binary.LittleEndian.Uint32(templateGz[n-4:])))
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(zr, b); err != nil {
 		return nil, fmt.Errorf("manifest: catalog template: %w", err)
+	}
+	if n, _ := zr.Read(make([]byte, 1)); n != 0 {
+		return nil, fmt.Errorf("manifest: catalog template: longer than its trailer says")
 	}
 	return b, nil
 })

@@ -120,7 +120,7 @@ func (c *Capture) emitDirectLocked(cn *Conn) error {
 		return c.failLocked(err)
 	}
 	const chunk = 64
-	buf := make([]byte, chunk*ps)
+	buf := make([]byte, int64(min(chunk, len(c.pgnos)))*ps)
 	for i := 0; i < len(c.pgnos); {
 		// A run of consecutive pages, read with one call.
 		j := i + 1

@@ -113,8 +113,40 @@ const preallocBytes = 4 << 20
 
 // segBuffers recycles append buffers: a buffer is taken at a segment's
 // first buffered write and returned when the segment syncs, so idle
-// segments (and idle databases) hold none.
-var segBuffers sync.Pool
+// segments (and idle databases) hold none. It keeps at most
+// segBuffersKept of them, across garbage collections (a sync.Pool drops
+// its contents at the second one, and a short-lived process then
+// allocated the buffer again, which brought its next collection nearer).
+var segBuffers bufferList
+
+const segBuffersKept = 2
+
+type bufferList struct {
+	mu   sync.Mutex
+	bufs [][]byte
+}
+
+// get returns a kept buffer of at least n bytes of capacity, or nil.
+func (l *bufferList) get(n int) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.bufs) - 1; i >= 0; i-- {
+		if b := l.bufs[i]; cap(b) >= n {
+			l.bufs = append(l.bufs[:i], l.bufs[i+1:]...)
+			return b[:0]
+		}
+	}
+	return nil
+}
+
+// put keeps b if fewer than segBuffersKept are kept.
+func (l *bufferList) put(b []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.bufs) < segBuffersKept {
+		l.bufs = append(l.bufs, b)
+	}
+}
 
 // newSegFile wraps f with a buffer of capacity bytes; space is reserved
 // in steps of at most maxReserve bytes.
@@ -178,8 +210,7 @@ func (b *segFile) writtenLocked(end int64) {
 // release returns an empty buffer to the pool.
 func (b *segFile) releaseLocked() {
 	if b.buf != nil && len(b.buf) == 0 {
-		buf := b.buf
-		segBuffers.Put(&buf)
+		segBuffers.put(b.buf)
 		b.buf = nil
 	}
 }
@@ -203,9 +234,7 @@ func (b *segFile) WriteAt(p []byte, off int64) (int, error) {
 	if len(b.buf) == 0 {
 		b.off = off
 		if b.buf == nil {
-			if bp, ok := segBuffers.Get().(*[]byte); ok && cap(*bp) >= b.cap {
-				b.buf = (*bp)[:0]
-			} else {
+			if b.buf = segBuffers.get(b.cap); b.buf == nil {
 				b.buf = make([]byte, 0, b.cap)
 			}
 		}

@@ -247,3 +247,29 @@ func TestSegFileReadAheadScattered(t *testing.T) {
 		t.Fatalf("%d reads of the file for %d scattered reads", f.reads, reads)
 	}
 }
+
+// The append-buffer list keeps at most segBuffersKept buffers, hands out
+// only one big enough, and hands each out once.
+func TestBufferList(t *testing.T) {
+	var l bufferList
+	if b := l.get(10); b != nil {
+		t.Fatalf("empty list gave a buffer of %d", cap(b))
+	}
+	small, big := make([]byte, 5, 16), make([]byte, 0, 64)
+	l.put(small)
+	l.put(big)
+	l.put(make([]byte, 0, 128)) // beyond segBuffersKept: dropped
+	if len(l.bufs) != segBuffersKept {
+		t.Fatalf("kept %d buffers, want %d", len(l.bufs), segBuffersKept)
+	}
+	b := l.get(32)
+	if cap(b) != 64 || len(b) != 0 {
+		t.Fatalf("get(32) gave len %d cap %d, want the 64-byte buffer, empty", len(b), cap(b))
+	}
+	if b := l.get(32); b != nil {
+		t.Fatalf("the 64-byte buffer was handed out twice (cap %d)", cap(b))
+	}
+	if b := l.get(16); cap(b) != 16 || len(b) != 0 {
+		t.Fatalf("get(16) gave len %d cap %d", len(b), cap(b))
+	}
+}

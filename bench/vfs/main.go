@@ -26,6 +26,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"sort"
@@ -113,6 +114,16 @@ func record(prefix, ext string, start func(io.Writer) error, end func()) (stop f
 		return nil, err
 	}
 	return func() { end(); f.Close() }, nil
+}
+
+func writeAllocProfile(prefix string) {
+	f, err := os.Create(fmt.Sprintf("%s-%s-%d.alloc", prefix, os.Getenv("BOP_BENCH_CHILD"), os.Getpid()))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	runtime.GC() // the profile shows allocations as of the last collection
+	pprof.Lookup("allocs").WriteTo(f, 0)
 }
 
 func startProfile(prefix string) (func(), error) {
@@ -219,8 +230,15 @@ func cpuTime() time.Duration {
 
 // BOP_BENCH_CPUPROFILE=prefix writes a CPU profile of each child (the
 // whole run: open, work, close) to prefix-<variant>-<pid>.prof;
-// BOP_BENCH_CPUPROFILE_WORK=prefix one of the work alone.
+// BOP_BENCH_CPUPROFILE_WORK=prefix one of the work alone;
+// BOP_BENCH_ALLOCPROFILE=prefix the allocations of the whole run (every
+// 4 KiB allocated sampled) to prefix-<variant>-<pid>.alloc (go tool pprof
+// -sample_index=alloc_space): what makes the garbage collector run.
 func measure(run func(string, bool) error, dir string, useBop bool) (map[string]float64, error) {
+	if prefix := os.Getenv("BOP_BENCH_ALLOCPROFILE"); prefix != "" {
+		runtime.MemProfileRate = 4096
+		defer writeAllocProfile(prefix)
+	}
 	if prefix := os.Getenv("BOP_BENCH_CPUPROFILE"); prefix != "" {
 		stop, err := startProfile(prefix)
 		if err != nil {
@@ -238,6 +256,12 @@ func measure(run func(string, bool) error, dir string, useBop bool) (map[string]
 	m["open_s"], m["close_s"] = openTime.Seconds(), closeTime.Seconds()
 	m["open_cpu_s"], m["close_cpu_s"] = openCPU.Seconds(), closeCPU.Seconds()
 	lagSampler.extras(m)
+	// What the process allocated and how often it collected garbage: in
+	// a run this short, each collection is a visible share of the CPU.
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m["alloc_mb"] = float64(ms.TotalAlloc) / (1 << 20)
+	m["gc_cycles"] = float64(ms.NumGC)
 	return m, nil
 }
 

@@ -18,7 +18,11 @@ import (
 
 // chunkSize bounds the memory of one Put or List walk; ctx is checked
 // between chunks.
-const chunkSize = 256 << 10
+const chunkSize = 64 << 10
+
+// smallBody is the size below which a Put of a known size copies through
+// a buffer of that size.
+const smallBody = 16 << 10
 
 var chunks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
@@ -153,9 +157,17 @@ func copyBody(ctx context.Context, f *os.File, r io.Reader, size int64) (int64, 
 	if r == nil {
 		r = eofReader{}
 	}
-	bp := chunks.Get().(*[]byte)
-	defer chunks.Put(bp)
-	buf := *bp
+	var buf []byte
+	if size >= 0 && size < smallBody {
+		// A small body (a log record, a head) gets a buffer of its own
+		// size, not a pooled chunk: a chunk taken for it is 64 KiB of
+		// memory a short-lived process touches for nothing.
+		buf = make([]byte, size+1)
+	} else {
+		bp := chunks.Get().(*[]byte)
+		defer chunks.Put(bp)
+		buf = *bp
+	}
 	h := xxhash.New()
 	var n int64
 	for {
