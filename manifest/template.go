@@ -42,8 +42,12 @@ var catalogTemplate = sync.OnceValues(func() ([]byte, error) {
 	if _, err := io.ReadFull(zr, b); err != nil {
 		return nil, fmt.Errorf("manifest: catalog template: %w", err)
 	}
-	if n, _ := zr.Read(make([]byte, 1)); n != 0 {
+	// Reading on to the end checks the trailer's CRC.
+	switch n, err := zr.Read(make([]byte, 1)); {
+	case n != 0:
 		return nil, fmt.Errorf("manifest: catalog template: longer than its trailer says")
+	case err != io.EOF:
+		return nil, fmt.Errorf("manifest: catalog template: %w", err)
 	}
 	return b, nil
 })

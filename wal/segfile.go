@@ -114,12 +114,17 @@ const preallocBytes = 4 << 20
 // segBuffers recycles append buffers: a buffer is taken at a segment's
 // first buffered write and returned when the segment syncs, so idle
 // segments (and idle databases) hold none. It keeps at most
-// segBuffersKept of them, across garbage collections (a sync.Pool drops
-// its contents at the second one, and a short-lived process then
-// allocated the buffer again, which brought its next collection nearer).
+// segBuffersKept of them, of at most segBufferKeptMax bytes each, across
+// garbage collections (a sync.Pool drops its contents at the second one,
+// and a short-lived process then allocated the buffer again, which
+// brought its next collection nearer): a process holds at most 2 MiB
+// of idle append buffers.
 var segBuffers bufferList
 
-const segBuffersKept = 2
+const (
+	segBuffersKept   = 2
+	segBufferKeptMax = 1 << 20
+)
 
 type bufferList struct {
 	mu   sync.Mutex
@@ -139,11 +144,12 @@ func (l *bufferList) get(n int) []byte {
 	return nil
 }
 
-// put keeps b if fewer than segBuffersKept are kept.
+// put keeps b if fewer than segBuffersKept are kept and b is not bigger
+// than segBufferKeptMax.
 func (l *bufferList) put(b []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.bufs) < segBuffersKept {
+	if len(l.bufs) < segBuffersKept && cap(b) <= segBufferKeptMax {
 		l.bufs = append(l.bufs, b)
 	}
 }
@@ -207,7 +213,7 @@ func (b *segFile) writtenLocked(end int64) {
 	b.wbAt = end
 }
 
-// release returns an empty buffer to the pool.
+// release returns an empty buffer to segBuffers.
 func (b *segFile) releaseLocked() {
 	if b.buf != nil && len(b.buf) == 0 {
 		segBuffers.put(b.buf)

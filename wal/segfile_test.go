@@ -272,4 +272,8 @@ func TestBufferList(t *testing.T) {
 	if b := l.get(16); cap(b) != 16 || len(b) != 0 {
 		t.Fatalf("get(16) gave len %d cap %d", len(b), cap(b))
 	}
+	l.put(make([]byte, 0, segBufferKeptMax+1)) // too big to keep
+	if len(l.bufs) != 0 {
+		t.Fatalf("kept a buffer of more than %d bytes", segBufferKeptMax)
+	}
 }
