@@ -37,6 +37,10 @@ type Variant struct {
 	// scratch directory for this run. Anything Run returns in extra is
 	// reported per run (e.g. "MB/s"), median over repetitions.
 	Run func(dir string) (extra map[string]float64, err error)
+
+	// exe and child, when set (-against), run the variant child as
+	// another build of the program instead of this one.
+	exe, child string
 }
 
 // Sample is one child run.
@@ -53,16 +57,20 @@ const childEnv = "BOP_BENCH_CHILD"
 
 // Main is the entry point of a benchmark program. Flags: -reps N (default
 // 10, minimum 10 unless -quick), -only name,name, -dir for scratch space,
-// -json file to save raw samples.
+// -json file to save raw samples, -against another build of the same
+// program (each non-baseline variant also runs as that build's, named
+// "<variant>@against", interleaved with the rest: before and after a
+// change in one table).
 // The harness's flags, on the program's command line with its own.
 var flags = struct {
-	reps            *int
-	only, dir, json *string
+	reps                     *int
+	only, dir, json, against *string
 }{
-	reps: flag.Int("reps", 10, "interleaved repetitions (at least 10 for reported numbers)"),
-	only: flag.String("only", "", "comma-separated variant names to run (baseline always runs)"),
-	dir:  flag.String("dir", "", "scratch directory (default: a temp dir)"),
-	json: flag.String("json", "", "write raw samples as JSON to this file"),
+	reps:    flag.Int("reps", 10, "interleaved repetitions (at least 10 for reported numbers)"),
+	only:    flag.String("only", "", "comma-separated variant names to run (baseline always runs)"),
+	dir:     flag.String("dir", "", "scratch directory (default: a temp dir)"),
+	json:    flag.String("json", "", "write raw samples as JSON to this file"),
+	against: flag.String("against", "", "another build of this program: its variants run too, as <variant>@against"),
 }
 
 // ParseFlags parses the command line: the harness's flags and the
@@ -87,6 +95,9 @@ func Main(title string, variants []Variant) {
 		os.Exit(2)
 	}
 	selected := selectVariants(variants, *only)
+	if *flags.against != "" {
+		selected = withAgainst(selected, *flags.against)
+	}
 	scratch := *dir
 	if scratch == "" {
 		d, err := os.MkdirTemp("", "bop-bench-")
@@ -148,6 +159,19 @@ func selectVariants(variants []Variant, only string) []Variant {
 	return out
 }
 
+// withAgainst adds, after each non-baseline variant, the same variant run
+// as the build at exe.
+func withAgainst(variants []Variant, exe string) []Variant {
+	var out []Variant
+	for _, v := range variants {
+		out = append(out, v)
+		if !v.Baseline {
+			out = append(out, Variant{Name: v.Name + "@against", exe: exe, child: v.Name})
+		}
+	}
+	return out
+}
+
 func runChild(name string, variants []Variant) int {
 	for _, v := range variants {
 		if v.Name != name {
@@ -183,7 +207,12 @@ func RunParent(scratch string, variants []Variant, reps int, log io.Writer) ([]S
 			if err != nil {
 				return nil, err
 			}
-			s, err := runOne(exe, v.Name, dir)
+			vexe, child := exe, v.Name
+			if v.exe != "" {
+				vexe, child = v.exe, v.child
+			}
+			s, err := runOne(vexe, child, dir)
+			s.Variant = v.Name
 			os.RemoveAll(dir)
 			if err != nil {
 				return nil, fmt.Errorf("rep %d variant %s: %w", r, v.Name, err)
@@ -200,7 +229,7 @@ func RunParent(scratch string, variants []Variant, reps int, log io.Writer) ([]S
 }
 
 func runOne(exe, name, dir string) (Sample, error) {
-	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd := exec.Command(exe, childArgs(os.Args[1:])...)
 	cmd.Env = append(os.Environ(), childEnv+"="+name, "BOP_BENCH_DIR="+dir)
 	var out strings.Builder
 	cmd.Stdout = &out
@@ -225,6 +254,28 @@ func runOne(exe, name, dir string) (Sample, error) {
 		}
 	}
 	return s, nil
+}
+
+// childArgs is the command line of a child: the parent's without
+// -against, which an older build (the one it names) may not know.
+func childArgs(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		switch name := strings.TrimLeft(a, "-"); {
+		case !strings.HasPrefix(a, "-"):
+		case name == "against":
+			i++ // and its value
+			continue
+		case strings.HasPrefix(name, "against="):
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 func tail(s string, n int) string {
