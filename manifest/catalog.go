@@ -62,6 +62,8 @@ type Catalog struct {
 	// broken: the connection's synchronous setting could not be restored
 	// after a lazy commit (txLazy); every transaction fails with it.
 	broken error
+	// snapDamage: OpenRemote built the catalog without head's snapshot.
+	snapDamage *SnapshotDamage
 
 	// applyHook, when set (tests), is called inside Apply's transaction
 	// with "check" (a dry run) or "apply": the crash test kills the

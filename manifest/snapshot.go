@@ -245,23 +245,39 @@ func openRemote(ctx context.Context, store remote.Store, layout remote.Layout, l
 	}
 	defer func() {
 		if err != nil {
-			for _, p := range []string{localPath, localPath + "-wal", localPath + "-shm", localPath + ".download"} {
-				os.Remove(p)
-			}
+			removeCatalogFiles(localPath)
 		}
 	}()
-	if s := head.Snapshot; s != nil {
-		if err := download(ctx, store, layout.Snapshot(s.Seq), localPath, s); err != nil {
+	var cat *Catalog
+	var sd *SnapshotDamage
+	if s := head.Snapshot; s == nil {
+		if cat, err = Open(localPath, opts); err != nil {
 			return nil, nil, err
 		}
+	} else if cat, err = openSnapshot(ctx, store, layout, localPath, s, opts); err != nil {
+		if ctx.Err() == nil && isStoreDamage(err) {
+			// Read it again: a fault of the transport (a body cut
+			// short reads as a short snapshot) is not damage.
+			removeCatalogFiles(localPath)
+			cat, err = openSnapshot(ctx, store, layout, localPath, s, opts)
+		}
 	}
-	cat, err := Open(localPath, opts)
 	if err != nil {
-		return nil, nil, err
-	}
-	if s := head.Snapshot; s != nil && cat.Tip().Seq != s.Seq {
-		cat.Close()
-		return nil, nil, corruptf(layout.Snapshot(s.Seq), "snapshot holds records up to seq %d, head says %d", cat.Tip().Seq, s.Seq)
+		if ctx.Err() != nil || !isStoreDamage(err) {
+			return nil, nil, err
+		}
+		s := head.Snapshot
+		// A snapshot is a copy of what the log says up to its seq: the
+		// catalog can be built from the whole log instead, if every
+		// record (never deleted) and the directory of every object the
+		// records add (which garbage collection may have deleted) are
+		// still there; readLog says if not.
+		sd = &SnapshotDamage{Seq: s.Seq, Err: err}
+		removeCatalogFiles(localPath)
+		if cat, err = Open(localPath, opts); err != nil {
+			return nil, nil, err
+		}
+		cat.snapDamage = sd
 	}
 	err = readLog(ctx, cat, store, layout, head)
 	if err != nil && partial && ctx.Err() == nil && isStoreDamage(err) {
@@ -272,6 +288,9 @@ func openRemote(ctx context.Context, store remote.Store, layout remote.Layout, l
 	if err == nil {
 		return cat, nil, nil
 	}
+	if sd != nil {
+		err = fmt.Errorf("%w (the catalog was rebuilt without head's snapshot: %v)", err, sd)
+	}
 	// Only what the store holds is damage: a cancelled context, a closed
 	// catalog or a local disk error says nothing about the store.
 	if partial && ctx.Err() == nil && isStoreDamage(err) {
@@ -279,6 +298,52 @@ func openRemote(ctx context.Context, store remote.Store, layout remote.Layout, l
 	}
 	cat.Close()
 	return nil, nil, err
+}
+
+// SnapshotDamage says that the catalog snapshot head names (at Seq) could
+// not be used (missing or corrupt: Err), and that the catalog was built
+// from the whole log instead. A catalog built so is the one the snapshot
+// would have given: a snapshot is a copy of what the log says up to its
+// seq. Older snapshots are not tried: head vouches (size and hash) only
+// for its own, and a bit flipped in a catalog's rows passes SQLite's own
+// checks. Catalog.SnapshotDamage returns it.
+type SnapshotDamage struct {
+	Seq uint64
+	Err error
+}
+
+func (d *SnapshotDamage) Error() string {
+	return fmt.Sprintf("snapshot at seq %d unusable (%v); catalog rebuilt from the whole log", d.Seq, d.Err)
+}
+
+func (d *SnapshotDamage) Unwrap() error { return d.Err }
+
+// SnapshotDamage is not nil if OpenRemote built c without the snapshot
+// head names.
+func (c *Catalog) SnapshotDamage() *SnapshotDamage { return c.snapDamage }
+
+// openSnapshot downloads the snapshot ref names to path (its size and hash
+// checked) and opens it.
+func openSnapshot(ctx context.Context, store remote.Store, layout remote.Layout, path string, ref *SnapshotRef, opts Options) (*Catalog, error) {
+	key := layout.Snapshot(ref.Seq)
+	if err := download(ctx, store, key, path, ref); err != nil {
+		return nil, err
+	}
+	cat, err := Open(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if cat.Tip().Seq != ref.Seq {
+		cat.Close()
+		return nil, corruptf(key, "snapshot holds records up to seq %d, head says %d", cat.Tip().Seq, ref.Seq)
+	}
+	return cat, nil
+}
+
+func removeCatalogFiles(path string) {
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + ".download"} {
+		os.Remove(p)
+	}
 }
 
 // readLog applies the log records after the catalog's tip up to the end

@@ -387,8 +387,20 @@ func TestCorruptRemoteObjects(t *testing.T) {
 		}},
 		{testLayout.Head(), func() error { _, _, err := GetHead(ctx, store, testLayout); return err }},
 		{testLayout.Snapshot(head.Snapshot.Seq), func() error {
-			_, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
-			return err
+			// Not fatal: the catalog is rebuilt from the log, and the
+			// damage is reported beside it (TestSnapshotFallback).
+			cat, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+			if err != nil {
+				return fmt.Errorf("rebuild without the snapshot: %v", err) // not ErrCorrupt: fails the check
+			}
+			defer cat.Close()
+			if cat.Tip().Seq != head.Seq {
+				return fmt.Errorf("rebuilt to seq %d, head says %d", cat.Tip().Seq, head.Seq)
+			}
+			if d := cat.SnapshotDamage(); d != nil {
+				return d
+			}
+			return nil
 		}},
 		{pinKey, func() error { _, err := GetPin(ctx, store, testLayout, "replica-1"); return err }},
 		{pinKey, func() error { _, err := ListPins(ctx, store, testLayout); return err }},
@@ -740,6 +752,160 @@ func TestOpenRemotePartial(t *testing.T) {
 		_, dmg, err := OpenRemotePartial(cctx, cs, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
 		if err == nil || dmg != nil {
 			t.Fatalf("cancelled open: damage %v, err %v; want an error and no damage", dmg, err)
+		}
+	})
+}
+
+// A snapshot that head names but that is missing or corrupt is only a
+// copy of the log: the catalog is rebuilt from the whole log, the same as
+// with it, and the damage is reported beside it. If the rebuild needs an
+// object the store no longer holds, OpenRemote fails and
+// OpenRemotePartial stops there, both saying the snapshot was not used.
+func TestSnapshotFallback(t *testing.T) {
+	ctx := context.Background()
+	store := fsStore(t)
+	n := newNode(t, store, "writer-a", 4, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(30, 31))
+	var recs []*Record
+	for i := range 8 {
+		rec := n.randomPublish(rng, 20)
+		if err := n.w.Publish(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec)
+		if i == 5 {
+			if err := n.w.UploadSnapshot(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	head, _, err := GetHead(ctx, store, testLayout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.Snapshot == nil || head.Snapshot.Seq != recs[5].Seq {
+		t.Fatalf("head's snapshot %+v, want seq %d", head.Snapshot, recs[5].Seq)
+	}
+	snap := testLayout.Snapshot(head.Snapshot.Seq)
+	get := func(key string) []byte { return readObject(t, store, key) }
+	put := func(key string, b []byte) { writeObject(t, store, key, b) }
+	orig := get(snap)
+	want := n.cat.Snapshot()
+
+	cases := []struct {
+		name    string
+		damage  func()
+		wantErr error
+	}{
+		{"bit flip", func() {
+			b := bytes.Clone(orig)
+			b[len(b)/2] ^= 0x20
+			put(snap, b)
+		}, ErrCorrupt},
+		{"truncated", func() { put(snap, orig[:len(orig)/2]) }, ErrCorrupt},
+		{"missing", func() {
+			if err := store.Delete(ctx, snap); err != nil {
+				t.Fatal(err)
+			}
+		}, remote.ErrNotFound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.damage()
+			defer put(snap, orig)
+			cat, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cat.Close()
+			sd := cat.SnapshotDamage()
+			if sd == nil || sd.Seq != head.Snapshot.Seq || !errors.Is(sd, c.wantErr) || !strings.Contains(sd.Error(), snap) {
+				t.Fatalf("snapshot damage %v, want seq %d, %v naming %s", sd, head.Snapshot.Seq, c.wantErr, snap)
+			}
+			if cat.Tip().Seq != head.Seq {
+				t.Fatalf("tip seq %d, head %d", cat.Tip().Seq, head.Seq)
+			}
+			sameMaps(t, c.name, cat.Snapshot(), want, 30)
+			for _, r := range recs[:6] {
+				got, err := cat.SnapshotAt(r.Txid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, err := n.cat.SnapshotAt(r.Txid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameMaps(t, fmt.Sprintf("%s at txid %d", c.name, r.Txid), got, w, 30)
+			}
+			pcat, dmg, err := OpenRemotePartial(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+			if err != nil || dmg != nil || pcat.SnapshotDamage() == nil {
+				t.Fatalf("partial open: err %v, damage %v, snapshot damage %v; want only snapshot damage", err, dmg, pcat.SnapshotDamage())
+			}
+			pcat.Close()
+		})
+	}
+
+	t.Run("intact", func(t *testing.T) {
+		cat, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cat.Close()
+		if sd := cat.SnapshotDamage(); sd != nil {
+			t.Fatalf("snapshot damage %v in an intact store", sd)
+		}
+	})
+
+	t.Run("one-off fault", func(t *testing.T) {
+		// A snapshot read that fails once is read again, not reported.
+		fs := &failOnce{Store: store, key: snap}
+		cat, err := OpenRemote(ctx, fs, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cat.Close()
+		if !fs.failed || cat.SnapshotDamage() != nil {
+			t.Fatalf("failed %v, snapshot damage %v; want one failure and none", fs.failed, cat.SnapshotDamage())
+		}
+	})
+
+	t.Run("object gone", func(t *testing.T) {
+		// A record before the snapshot adds an object the store no
+		// longer holds (garbage collection deletes what only old
+		// boundaries needed): the rebuild cannot pass it.
+		put(snap, orig[:len(orig)/2])
+		defer put(snap, orig)
+		gone := recs[1]
+		obj := gone.Added[0].Key
+		o := get(obj)
+		if err := store.Delete(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+		defer put(obj, o)
+		_, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+		if !errors.Is(err, remote.ErrNotFound) || !strings.Contains(err.Error(), snap) {
+			t.Fatalf("OpenRemote: %v, want ErrNotFound saying the snapshot %s was not used", err, snap)
+		}
+		cat, dmg, err := OpenRemotePartial(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cat.Close()
+		if dmg == nil || dmg.Seq != gone.Seq || !strings.Contains(dmg.Error(), snap) || cat.SnapshotDamage() == nil || cat.Tip().Seq != gone.Seq-1 {
+			t.Fatalf("damage %v, snapshot damage %v, tip %d; want seq %d naming %s", dmg, cat.SnapshotDamage(), cat.Tip().Seq, gone.Seq, snap)
+		}
+	})
+
+	t.Run("cancelled", func(t *testing.T) {
+		put(snap, orig[:len(orig)/2])
+		defer put(snap, orig)
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, _, err := OpenRemotePartial(cctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{}); err == nil {
+			t.Fatal("a cancelled open succeeded")
 		}
 	})
 }

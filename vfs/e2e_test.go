@@ -1,16 +1,19 @@
 package vfs
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -357,6 +360,90 @@ func TestOpenFromRemoteOnEmptyMachine(t *testing.T) {
 			t.Fatalf("status %+v", s)
 		}
 		checkReplay(t, vb, pathB, bdb)
+	})
+}
+
+// A second machine opens the database from a store whose catalog
+// snapshot (the one head names) is corrupt: the catalog is built from the
+// whole log instead, the rows are the same, and the VFS logs why.
+func TestOpenFromRemoteWithDamagedSnapshot(t *testing.T) {
+	remotes(t, func(t *testing.T, r remoteStore) {
+		ctx := context.Background()
+		var mu sync.Mutex
+		var logged []string
+		cfg := r.config(Config{Logf: func(format string, args ...any) {
+			mu.Lock()
+			defer mu.Unlock()
+			logged = append(logged, fmt.Sprintf(format, args...))
+		}})
+		pathA := filepath.Join(t.TempDir(), "app.db")
+		a := openDB(t, newVFS(t, cfg), pathA)
+		a.SetMaxOpenConns(1)
+		mustExec(t, a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+		mustExec(t, a, "INSERT INTO t(v) SELECT 'row ' || value FROM generate_series(1, 500)")
+		want := queryString(t, a, "SELECT group_concat(v, ',') FROM t")
+		if err := a.Close(); err != nil { // final publish, release
+			t.Fatal(err)
+		}
+
+		// Another node takes the released database over, uploads a
+		// snapshot of its catalog and hands the database back.
+		layout := remote.Layout{Tenant: DefaultTenant, DB: "app.db"}
+		cat, err := manifest.OpenRemote(ctx, r.store, layout, filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cat.Close()
+		w, err := manifest.NewWriter(r.store, layout, cat, "maintenance", manifest.WriterOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Takeover(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.UploadSnapshot(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		head, _, err := manifest.GetHead(ctx, r.store, layout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head.Snapshot == nil {
+			t.Fatal("head names no snapshot")
+		}
+		snapKey := layout.Snapshot(head.Snapshot.Seq)
+		rc, _, err := r.store.Get(ctx, snapKey, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/3] ^= 0x40
+		if _, err := r.store.Put(ctx, snapKey, bytes.NewReader(b), remote.PutOptions{Size: int64(len(b))}); err != nil {
+			t.Fatal(err)
+		}
+
+		pathB := filepath.Join(t.TempDir(), "app.db")
+		bdb := openDB(t, newVFS(t, cfg), pathB)
+		if got := queryString(t, bdb, "SELECT group_concat(v, ',') FROM t"); got != want {
+			t.Fatal("the database opened from the store reads different rows")
+		}
+		integrityOK(t, bdb)
+		mu.Lock()
+		defer mu.Unlock()
+		found := false
+		for _, l := range logged {
+			found = found || strings.Contains(l, snapKey) && strings.Contains(l, "rebuilt from the whole log")
+		}
+		if !found {
+			t.Fatalf("no log line names the damaged snapshot %s: %q", snapKey, logged)
+		}
 	})
 }
 

@@ -109,6 +109,11 @@ func (d *database) openCatalog(ctx context.Context, pageSize uint32) (remoteErr 
 		if err != nil {
 			return nil, fmt.Errorf("build the catalog from %s: %w", redactURL(d.remoteURL), err)
 		}
+		if sd := cat.SnapshotDamage(); sd != nil && d.cfg.Logf != nil {
+			// Not an error: the catalog is the one the snapshot would
+			// have given. The writer's next snapshot replaces it.
+			d.cfg.Logf("bop: %s: the catalog snapshot in %s: %v", d.path, redactURL(d.remoteURL), sd)
+		}
 		d.catalog = cat
 		return nil, nil
 	case errors.Is(herr, remote.ErrNotFound):

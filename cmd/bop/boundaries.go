@@ -46,6 +46,7 @@ func boundaries(ctx context.Context, env *cmdEnv, sf *storeFlags, url string, sh
 		return err
 	}
 	defer r.close()
+	r.warnSnapshot(env)
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "SEQ\tTXID\tPUBLISHED (UTC)\tKIND\tPAGES\tSIZE\t")
 	var listed, hidden int

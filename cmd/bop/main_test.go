@@ -18,6 +18,7 @@ import (
 
 	"github.com/bopstore/bop/delta"
 	"github.com/bopstore/bop/internal/testutil"
+	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
 	"github.com/bopstore/bop/remote/backend"
 	bop "github.com/bopstore/bop/vfs"
@@ -630,6 +631,92 @@ func TestDamagedStore(t *testing.T) {
 	}
 	if got := digest(t, openPlain(t, out2)); got != digests[1] {
 		t.Errorf("restored txid %d: %.80s, want %.80s", txids[1], got, digests[1])
+	}
+}
+
+// TestDamagedSnapshot: a catalog snapshot that head names but that is
+// corrupt is only a copy of the log: the commands build the catalog from
+// the whole log, status and verify report the snapshot and exit 1,
+// boundaries and restore warn and work.
+func TestDamagedSnapshot(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	storeDir := filepath.Join(t.TempDir(), "store")
+	url := fileURL(storeDir)
+	live := openLive(t, dir, url, bop.Config{})
+	var digests []string
+	for range 3 {
+		live.insert(t, 50)
+		live.publish(t)
+		digests = append(digests, digest(t, live.db))
+	}
+	live.db.Close()
+
+	// Another node takes the (released) database over and uploads a
+	// snapshot of its catalog, as a writer does every 1,000 records.
+	store, err := backend.Open(ctx, url, backend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout, err := remote.NewLayout("", "app.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := manifest.OpenRemote(ctx, store, layout, filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	w, err := manifest.NewWriter(store, layout, cat, "maintenance", manifest.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.UploadSnapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snapKey := layout.Snapshot(cat.Tip().Seq)
+	snapFile := filepath.Join(storeDir, filepath.FromSlash(snapKey))
+	b, err := os.ReadFile(snapFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := cli(t, ctx, "boundaries", url)
+	txids := publishTxids(t, out)
+	if code != 0 || len(txids) != 3 {
+		t.Fatalf("boundaries of the intact store: exit %d, publishes %v", code, txids)
+	}
+	b[len(b)/2] ^= 0x08
+	if err := os.WriteFile(snapFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errOut := cli(t, ctx, "status", url)
+	t.Logf("status:\n%s%s", out, errOut)
+	if code != 1 || !strings.Contains(out, "DAMAGED") || !strings.Contains(out, snapKey) || !strings.Contains(errOut, "rebuilt from the whole log") {
+		t.Errorf("status: exit %d, want 1 with DAMAGED naming %s\n%s%s", code, snapKey, out, errOut)
+	}
+	if code, out, _ := cli(t, ctx, "verify", url); code != 1 || !strings.Contains(out, "FAILED "+snapKey) || !strings.Contains(out, ", 0 failed") {
+		t.Errorf("verify: exit %d, want 1 with the snapshot named and every object verified\n%s", code, out)
+	}
+	code, out, errOut = cli(t, ctx, "boundaries", url)
+	if got := publishTxids(t, out); code != 0 || !slices.Equal(got, txids) || !strings.Contains(errOut, "warning") || !strings.Contains(errOut, snapKey) {
+		t.Errorf("boundaries: exit %d, publishes %v; want 0, %v and a warning naming %s", code, got, txids, snapKey)
+	}
+	for i, txid := range txids {
+		out := filepath.Join(t.TempDir(), "restored.db")
+		args := []string{"restore", "-txid", strconv.FormatUint(txid, 10), "-o", out, url}
+		if i == len(txids)-1 {
+			args = []string{"restore", "-o", out, url} // the newest
+		}
+		if code, _, errOut := cli(t, ctx, args...); code != 0 || !strings.Contains(errOut, "warning") {
+			t.Fatalf("%v: exit %d, want 0 with a warning: %s", args, code, errOut)
+		}
+		if got := digest(t, openPlain(t, out)); got != digests[i] {
+			t.Errorf("restored txid %d: %.80s, want %.80s", txid, got, digests[i])
+		}
 	}
 }
 

@@ -103,6 +103,7 @@ func restore(ctx context.Context, env *cmdEnv, sf *storeFlags, url string, a res
 		return err
 	}
 	defer r.close()
+	r.warnSnapshot(env)
 	if out == "" {
 		out = r.layout.DB
 		if err := checkOutput(out, a.force); err != nil {

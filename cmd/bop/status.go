@@ -26,7 +26,9 @@ objects stored under obj/ (a LIST: it includes retired objects that GC has
 not deleted yet), and the pins other nodes hold. If the log cannot be
 applied to its end (a record, or a delta object whose directory it needs,
 is missing or corrupt),
-it says where, shows the catalog before that point and exits 1.
+it says where, shows the catalog before that point and exits 1. If the
+catalog snapshot head names is missing or corrupt, it says so and exits 1
+(the catalog shown is built from the whole log instead).
 
 Example:
 
@@ -112,6 +114,9 @@ func status(ctx context.Context, env *cmdEnv, sf *storeFlags, url string) error 
 	} else {
 		row("snapshot", "none (the catalog is built from the log alone)")
 	}
+	if sd := r.cat.SnapshotDamage(); sd != nil {
+		row("DAMAGED", "%v", sd)
+	}
 	if r.damage != nil {
 		row("DAMAGED", "%v", r.damage)
 		row("", "the catalog below holds the %d records before seq %d", r.damage.Seq-1, r.damage.Seq)
@@ -150,7 +155,7 @@ func status(ctx context.Context, env *cmdEnv, sf *storeFlags, url string) error 
 	if r.damage != nil {
 		return r.damaged()
 	}
-	return nil
+	return r.snapshotDamaged()
 }
 
 // timeString prints a Unix time in milliseconds, UTC.

@@ -167,6 +167,25 @@ func (r *remoteDB) damaged() error {
 		errDamaged, r.name(), r.damage.Seq, newest, r.damage.Err)
 }
 
+// snapshotDamaged is the error of a store whose catalog snapshot (the one
+// head names) could not be used, nil if it could. The catalog was then
+// built from the whole log and is complete: status and verify report it,
+// boundaries and restore only warn.
+func (r *remoteDB) snapshotDamaged() error {
+	sd := r.cat.SnapshotDamage()
+	if sd == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %v", errDamaged, r.name(), sd)
+}
+
+// warnSnapshot prints the snapshot's damage, if any, as a warning.
+func (r *remoteDB) warnSnapshot(env *cmdEnv) {
+	if err := r.snapshotDamaged(); err != nil {
+		fmt.Fprintf(env.stderr, "bop: warning: %v\n", err)
+	}
+}
+
 // openRemoteDB opens the store, finds the database and builds its catalog
 // in a temporary folder (manifest.OpenRemotePartial: head, the snapshot it
 // names, log records after it; every one verified as it is read). A log

@@ -26,10 +26,11 @@ boundary; -all: every boundary the log retains) and checks all of its bytes
 content hash over the whole object), then checks the object against the
 catalog: its id, kind, first page, page count, newest txid, size and
 content hash. Log records, the head and the catalog snapshot are verified
-as they are read to build the catalog.
+as they are read to build the catalog (a damaged snapshot is reported and
+the catalog built from the whole log instead).
 
-It prints one line per damaged or missing object and a summary, and exits
-with status 1 if any object failed.
+It prints one line per damaged or missing object (or snapshot, or log
+record) and a summary, and exits with status 1 if any failed.
 
 Example:
 
@@ -124,6 +125,9 @@ func verify(ctx context.Context, env *cmdEnv, sf *storeFlags, url string, txid u
 			what = fmt.Sprintf("the newest boundary before the damage, txid %d", s.Txid())
 		}
 	}
+	if sd := r.cat.SnapshotDamage(); sd != nil {
+		fmt.Fprintf(env.stdout, "FAILED %s: %v\n", r.layout.Snapshot(sd.Seq), sd)
+	}
 	if r.damage != nil {
 		fmt.Fprintf(env.stdout, "FAILED log from seq %d: %v\n", r.damage.Seq, r.damage.Err)
 	}
@@ -187,6 +191,9 @@ feed:
 	}
 	if r.damage != nil {
 		return fmt.Errorf("%w: %w", errVerifyFailed, r.damaged())
+	}
+	if err := r.snapshotDamaged(); err != nil {
+		return fmt.Errorf("%w: %w", errVerifyFailed, err)
 	}
 	return nil
 }
