@@ -373,8 +373,17 @@ func readLog(ctx context.Context, cat *Catalog, store remote.Store, layout remot
 		}
 		probed = tip + 2
 	}
-	if tip := cat.Tip(); tip.Seq < head.Seq {
-		return corruptf(layout.Log(tip.Seq+1), "missing: the log ends at seq %d but head says %d", tip.Seq, head.Seq)
+	// head's seq may lag its snapshot's (a takeover record does not
+	// advance head, nor a publish while head is held): the log reaches
+	// both. With the snapshot used, the catalog starts there; without it
+	// (SnapshotDamage), a log lost past head.Seq would otherwise end the
+	// catalog early without a word.
+	want, what := head.Seq, "head says"
+	if s := head.Snapshot; s != nil && s.Seq > want {
+		want, what = s.Seq, "head's snapshot is at"
+	}
+	if tip := cat.Tip(); tip.Seq < want {
+		return corruptf(layout.Log(tip.Seq+1), "missing: the log ends at seq %d but %s %d", tip.Seq, what, want)
 	}
 	return nil
 }

@@ -899,6 +899,53 @@ func TestSnapshotFallback(t *testing.T) {
 		}
 	})
 
+	t.Run("log lost past a lagging head", func(t *testing.T) {
+		// head's seq lags its snapshot's (publishes with head held): the
+		// log must reach the snapshot's seq even when the snapshot is
+		// not used, or the catalog would end early without a word and
+		// the next takeover would reuse a committed seq.
+		store := fsStore(t)
+		n := newNode(t, store, "writer-a", 4, WriterOptions{})
+		if _, err := n.w.Takeover(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		n.w.HoldHead(true)
+		for range 4 {
+			if err := n.w.Publish(ctx, n.randomPublish(rng, 20)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := n.w.UploadSnapshot(ctx); err != nil {
+			t.Fatal(err)
+		}
+		head, _, err := GetHead(ctx, store, testLayout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tip := n.cat.Tip().Seq
+		if head.Snapshot == nil || head.Snapshot.Seq != tip || head.Seq >= tip {
+			t.Fatalf("head seq %d, snapshot %+v, tip %d: want head lagging a snapshot at the tip", head.Seq, head.Snapshot, tip)
+		}
+		lost := testLayout.Log(tip)
+		if err := store.Delete(ctx, lost); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Delete(ctx, testLayout.Snapshot(tip)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := OpenRemote(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), lost) {
+			t.Fatalf("OpenRemote: %v, want ErrCorrupt naming %s", err, lost)
+		}
+		cat, dmg, err := OpenRemotePartial(ctx, store, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cat.Close()
+		if dmg == nil || dmg.Seq != tip || cat.Tip().Seq != tip-1 {
+			t.Fatalf("damage %v, tip %d; want damage at seq %d", dmg, cat.Tip().Seq, tip)
+		}
+	})
+
 	t.Run("cancelled", func(t *testing.T) {
 		put(snap, orig[:len(orig)/2])
 		defer put(snap, orig)

@@ -84,7 +84,10 @@ type database struct {
 	// fencedErr is set when the publisher learns another writer took
 	// over: every WAL write fails from then on.
 	fencedErr atomic.Pointer[error]
-	lagWaits  atomic.Uint64 // commits that waited for MaxLag
+	// snapshotReplaced: takeRole uploaded a catalog snapshot in place of
+	// a damaged one (manifest.SnapshotDamage), once.
+	snapshotReplaced bool
+	lagWaits         atomic.Uint64 // commits that waited for MaxLag
 
 	// durable records the main file's fsyncs (mainfile.go).
 	durable mainDurability

@@ -444,6 +444,23 @@ func TestOpenFromRemoteWithDamagedSnapshot(t *testing.T) {
 		if !found {
 			t.Fatalf("no log line names the damaged snapshot %s: %q", snapKey, logged)
 		}
+		// B, now the writer, replaced the snapshot: the next cold open
+		// uses it.
+		head2, _, err := manifest.GetHead(ctx, r.store, layout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head2.Snapshot == nil || head2.Snapshot.Seq <= head.Snapshot.Seq {
+			t.Fatalf("head's snapshot %+v after B's open, want one past seq %d", head2.Snapshot, head.Snapshot.Seq)
+		}
+		cat2, err := manifest.OpenRemote(ctx, r.store, layout, filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cat2.Close()
+		if sd := cat2.SnapshotDamage(); sd != nil {
+			t.Fatalf("the replaced snapshot is damaged too: %v", sd)
+		}
 	})
 }
 

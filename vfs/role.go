@@ -109,10 +109,10 @@ func (d *database) openCatalog(ctx context.Context, pageSize uint32) (remoteErr 
 		if err != nil {
 			return nil, fmt.Errorf("build the catalog from %s: %w", redactURL(d.remoteURL), err)
 		}
-		if sd := cat.SnapshotDamage(); sd != nil && d.cfg.Logf != nil {
+		if sd := cat.SnapshotDamage(); sd != nil {
 			// Not an error: the catalog is the one the snapshot would
-			// have given. The writer's next snapshot replaces it.
-			d.cfg.Logf("bop: %s: the catalog snapshot in %s: %v", d.path, redactURL(d.remoteURL), sd)
+			// have given. The takeover below replaces the snapshot.
+			d.logf("bop: %s: the catalog snapshot in %s: %v", d.path, redactURL(d.remoteURL), sd)
 		}
 		d.catalog = cat
 		return nil, nil
@@ -203,6 +203,17 @@ func (d *database) takeRole(pageSize uint32) (rebuild, error) {
 		return rebuild{}, nil
 	}
 	d.setRemoteErr(nil)
+	if sd := d.catalog.SnapshotDamage(); sd != nil && !d.snapshotReplaced {
+		// Every cold open rebuilds the catalog from the whole log until
+		// head names a sound snapshot: the writer replaces it now, not
+		// after its next SnapshotEvery records.
+		d.snapshotReplaced = true
+		if err := d.writer.UploadSnapshot(ctx); err != nil {
+			d.logf("bop: %s: replacing the damaged catalog snapshot: %v", d.path, err)
+		} else {
+			d.logf("bop: %s: uploaded a catalog snapshot in place of the damaged one", d.path)
+		}
+	}
 	tip := d.catalog.Tip()
 	if res.ForeignPublishes > 0 {
 		return rebuild{reason: fmt.Sprintf("the store holds %d publishes by other writers after this node's last one (remote tip txid %d)", res.ForeignPublishes, tip.Txid)}, nil
