@@ -187,6 +187,11 @@ func TestBumpEpochPatience(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "gave up bumping the epoch") || !strings.Contains(err.Error(), remote.ErrPrecondition.Error()) {
 		t.Fatalf("takeover against a head that is always refused: %v", err)
 	}
+	// Every create refused while head is never there: a phantom key on
+	// the server (TestProbeDeletesAfterHead), said so.
+	if !strings.Contains(err.Error(), "phantom") {
+		t.Fatalf("takeover against a head whose create is always refused and that never exists: %v, want the phantom named", err)
+	}
 	if took := time.Since(start); took < bumpPatience {
 		t.Fatalf("gave up after %s, before the patience of %s", took, bumpPatience)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,6 +43,9 @@ type WriterOptions struct {
 	// catalog.) Never set it otherwise: the probe is what refuses a store
 	// that cannot fence.
 	StoreProbed bool
+	// ProbeLeftovers are the probe objects ProbeStore left behind (it
+	// returns them): the writer deletes them after its first takeover.
+	ProbeLeftovers []string
 }
 
 func (o *WriterOptions) defaults() {
@@ -99,12 +103,15 @@ type Writer struct {
 	id     string
 	opts   WriterOptions
 
-	mu       sync.Mutex
-	probed   bool
-	epoch    uint64 // 0: not the writer
-	head     Head   // the head as we last wrote it
-	headETag string
-	fenced   error
+	mu     sync.Mutex
+	probed bool
+	// probeLeftovers: probe objects left in a database that had no head
+	// yet (ProbeStore), deleted once a takeover finds or makes one.
+	probeLeftovers []string
+	epoch          uint64 // 0: not the writer
+	head           Head   // the head as we last wrote it
+	headETag       string
+	fenced         error
 	// pending is a record whose create had an unknown outcome. Invariant:
 	// while it is set, nothing else is created at any seq; it is cleared
 	// only when its exact bytes are seen at its seq (success) or another
@@ -145,7 +152,8 @@ func NewWriter(store remote.Store, layout remote.Layout, cat *Catalog, id string
 		return nil, fmt.Errorf("manifest: catalog %s belongs to %s, not %s", cat.Path(), cat.Layout().Root(), layout.Root())
 	}
 	opts.defaults()
-	return &Writer{store: store, layout: layout, cat: cat, id: id, opts: opts, probed: opts.StoreProbed}, nil
+	return &Writer{store: store, layout: layout, cat: cat, id: id, opts: opts, probed: opts.StoreProbed,
+		probeLeftovers: slices.Clone(opts.ProbeLeftovers)}, nil
 }
 
 // NewWriterID returns a fresh random writer id with a readable prefix.
@@ -183,63 +191,95 @@ func (w *Writer) Probe(ctx context.Context) error {
 }
 
 func (w *Writer) probeLocked(ctx context.Context) error {
-	if err := ProbeStore(ctx, w.store, w.layout); err != nil {
+	left, err := ProbeStore(ctx, w.store, w.layout)
+	w.probeLeftovers = append(w.probeLeftovers, left...)
+	if err != nil {
 		return err
 	}
 	w.probed = true
 	return nil
 }
 
+// dropProbeLeftoversLocked deletes the probe objects left before the
+// database had a head; the caller has seen head exist.
+func (w *Writer) dropProbeLeftoversLocked(ctx context.Context) {
+	for _, key := range w.probeLeftovers {
+		w.store.Delete(context.WithoutCancel(ctx), key) // best effort, as every probe cleanup
+	}
+	w.probeLeftovers = nil
+}
+
 // ProbeStore is Writer.Probe without a writer: it needs only the store and
 // the database's layout (its probe/ folder), so it can run while the
-// catalog is being opened (WriterOptions.StoreProbed).
-func ProbeStore(ctx context.Context, store remote.Store, layout remote.Layout) error {
-	var err error
+// catalog is being opened (WriterOptions.StoreProbed). It deletes its
+// probe object at once only if the database has a head; otherwise it
+// returns its key among leftovers, for the writer to delete after its
+// takeover (WriterOptions.ProbeLeftovers). Why: deleting the last key of
+// a folder makes some servers remove the folder, and its parents while
+// they are empty (versitygw's posix backend), so in a database that
+// holds nothing yet it removed the database's own folder while another
+// writer created head in it; that create failed and left head a phantom
+// on the server (a 412 to every create, a 404 to every read), which no
+// takeover could get past. Head is never deleted: once it exists, the
+// folder never empties.
+func ProbeStore(ctx context.Context, store remote.Store, layout remote.Layout) (leftovers []string, err error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		// A 412 on the first create of a fresh random key is a spurious
 		// answer (versitygw gives one while another client creates the
 		// probe folder): try another key.
-		if err = probeOnce(ctx, store, layout); !errors.Is(err, errProbeFresh) {
-			return err
+		var left string
+		left, err = probeOnce(ctx, store, layout)
+		if left != "" {
+			leftovers = append(leftovers, left)
+		}
+		if !errors.Is(err, errProbeFresh) {
+			return leftovers, err
 		}
 	}
-	return err
+	return leftovers, err
 }
 
 var errProbeFresh = errors.New("fresh key refused")
 
-func probeOnce(ctx context.Context, store remote.Store, layout remote.Layout) error {
+func probeOnce(ctx context.Context, store remote.Store, layout remote.Layout) (leftover string, err error) {
 	var b [8]byte
 	rand.Read(b[:])
 	key, err := layout.Probe("p" + hex.EncodeToString(b[:]))
 	if err != nil {
-		return err
+		return "", err
 	}
 	put := func(body string, opts remote.PutOptions) error {
 		opts.Size = int64(len(body))
 		_, err := store.Put(ctx, key, bytes.NewReader([]byte(body)), opts)
 		return err
 	}
-	defer store.Delete(context.WithoutCancel(ctx), key)
+	defer func() {
+		dctx := context.WithoutCancel(ctx)
+		if _, herr := store.Head(dctx, layout.Head()); herr != nil {
+			leftover = key // no head (or no answer): not now (see ProbeStore)
+			return
+		}
+		store.Delete(dctx, key)
+	}()
 	if err := put("first", remote.PutOptions{IfNoneMatch: true}); err != nil {
 		if errors.Is(err, remote.ErrPrecondition) {
-			return fmt.Errorf("manifest: probe %s: %w: %w", key, errProbeFresh, err)
+			return "", fmt.Errorf("manifest: probe %s: %w: %w", key, errProbeFresh, err)
 		}
-		return fmt.Errorf("manifest: probe %s: first conditional create: %w", key, err)
+		return "", fmt.Errorf("manifest: probe %s: first conditional create: %w", key, err)
 	}
 	switch err := put("second", remote.PutOptions{IfNoneMatch: true}); {
 	case err == nil:
-		return fmt.Errorf("%w: %s: a second If-None-Match create of %s succeeded", ErrUnsafeStore, layout.Root(), key)
+		return "", fmt.Errorf("%w: %s: a second If-None-Match create of %s succeeded", ErrUnsafeStore, layout.Root(), key)
 	case !errors.Is(err, remote.ErrPrecondition):
-		return fmt.Errorf("manifest: probe %s: second conditional create: %w", key, err)
+		return "", fmt.Errorf("manifest: probe %s: second conditional create: %w", key, err)
 	}
 	switch err := put("third", remote.PutOptions{IfMatch: `"bop-probe-not-an-etag"`}); {
 	case err == nil:
-		return fmt.Errorf("%w: %s: an If-Match replace of %s with a wrong ETag succeeded", ErrUnsafeStore, layout.Root(), key)
+		return "", fmt.Errorf("%w: %s: an If-Match replace of %s with a wrong ETag succeeded", ErrUnsafeStore, layout.Root(), key)
 	case !errors.Is(err, remote.ErrPrecondition):
-		return fmt.Errorf("manifest: probe %s: conditional replace: %w", key, err)
+		return "", fmt.Errorf("manifest: probe %s: conditional replace: %w", key, err)
 	}
-	return nil
+	return "", nil
 }
 
 // Takeover makes this writer the database's writer (see Writer for the
@@ -265,6 +305,9 @@ func (w *Writer) Takeover(ctx context.Context, force bool) (TakeoverInfo, error)
 		if err != nil {
 			return TakeoverInfo{}, err
 		}
+		// Head exists now (ours, or the winner's): the probe objects
+		// left while it did not can go (ProbeStore).
+		w.dropProbeLeftoversLocked(ctx)
 		if winner == nil {
 			return info, nil
 		}
@@ -398,6 +441,7 @@ func (w *Writer) bumpEpoch(ctx context.Context, force bool) (*Head, string, erro
 	// versitygw loaded by a full race-detector test run.
 	start := time.Now()
 	var refused error // the last refusal, for the give-up message
+	phantom := 0      // consecutive creates refused while head reads as missing
 	i := 0
 	for ; i < bumpMinTries || time.Since(start) < bumpPatience; i++ {
 		if i > 0 {
@@ -449,6 +493,11 @@ func (w *Writer) bumpEpoch(ctx context.Context, force bool) (*Head, string, erro
 			return got, gotTag, nil
 		}
 		if errors.Is(err, remote.ErrPrecondition) {
+			if etag == "" && errors.Is(gerr, remote.ErrNotFound) {
+				phantom++
+			} else {
+				phantom = 0
+			}
 			continue // someone else changed head: read it again
 		}
 		if gerr != nil && !errors.Is(gerr, remote.ErrNotFound) {
@@ -457,6 +506,12 @@ func (w *Writer) bumpEpoch(ctx context.Context, force bool) (*Head, string, erro
 		if ctx.Err() != nil {
 			return nil, "", err
 		}
+	}
+	if phantom >= bumpMinTries {
+		// Nobody else is writing head: it is never there to read.
+		return nil, "", fmt.Errorf("manifest: %s: gave up bumping the epoch after %d tries in %s: every create of head is refused (%v) while head reads as missing: "+
+			"the server keeps a phantom of the key (versitygw's posix backend with --sidecar does when a create races a delete that empties the folder), which only removing it on the server clears",
+			w.layout.Head(), i, time.Since(start).Round(time.Millisecond), refused)
 	}
 	return nil, "", fmt.Errorf("manifest: %s: head keeps changing, gave up bumping the epoch after %d tries in %s (last: %v)",
 		w.layout.Head(), i, time.Since(start).Round(time.Millisecond), refused)

@@ -8,7 +8,9 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,6 +207,93 @@ func TestProbeRefusesStoreIgnoringConditions(t *testing.T) {
 	st.SetIgnoreConditions(false)
 	if err := n.w.Probe(ctx); err != nil {
 		t.Fatalf("probe of the honest store: %v", err)
+	}
+}
+
+// opLog records the order of head puts and deletes on a store.
+type opLog struct {
+	remote.Store
+	mu  sync.Mutex
+	ops []string
+}
+
+func (s *opLog) Put(ctx context.Context, key string, r io.Reader, opts remote.PutOptions) (remote.PutResult, error) {
+	res, err := s.Store.Put(ctx, key, r, opts)
+	if err == nil && key == testLayout.Head() {
+		s.mu.Lock()
+		s.ops = append(s.ops, "head")
+		s.mu.Unlock()
+	}
+	return res, err
+}
+
+func (s *opLog) Delete(ctx context.Context, key string) error {
+	s.mu.Lock()
+	s.ops = append(s.ops, "delete "+key)
+	s.mu.Unlock()
+	return s.Store.Delete(ctx, key)
+}
+
+// The store probe deletes nothing in a database that has no head yet (a
+// delete that empties a folder makes versitygw remove the database's own
+// folder, which lost a head being created in it for good: the
+// TestFencingRace/s3 flake); the writer deletes what it left once head
+// exists, so nothing stays in probe/.
+func TestProbeDeletesAfterHead(t *testing.T) {
+	ctx := context.Background()
+	base := fsStore(t)
+	st := &opLog{Store: base}
+	left, err := ProbeStore(ctx, st, testLayout)
+	if err != nil || len(left) != 1 || len(st.ops) != 0 {
+		t.Fatalf("probe of a new database: leftovers %v, ops %v, err %v; want one leftover and no delete", left, st.ops, err)
+	}
+	if _, _, err := st.Get(ctx, left[0], 0, -1); err != nil {
+		t.Fatalf("the leftover %s is not there: %v", left[0], err)
+	}
+	n := newNode(t, st, "writer-a", 4, WriterOptions{StoreProbed: true, ProbeLeftovers: left})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"head", "delete " + left[0]}; !slices.Equal(st.ops, want) {
+		t.Fatalf("ops %q, want %q", st.ops, want)
+	}
+	var keys []string
+	if err := base.List(ctx, testLayout.Root()+"probe/", func(oi remote.ObjectInfo) error { keys = append(keys, oi.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 0 {
+		t.Fatalf("probe objects left: %v", keys)
+	}
+
+	// With head there, the probe deletes its object at once.
+	st.ops = nil
+	left, err = ProbeStore(ctx, st, testLayout)
+	if err != nil || len(left) != 0 || len(st.ops) != 1 || !strings.HasPrefix(st.ops[0], "delete ") {
+		t.Fatalf("probe of a database with head: leftovers %v, ops %v, err %v", left, st.ops, err)
+	}
+
+	// A writer that probes itself does the same (Writer.Probe, then
+	// Takeover) in a new database.
+	other := remote.Layout{Tenant: "default", DB: "other"}
+	cat, err := Open(filepath.Join(t.TempDir(), "other.db"), Options{Layout: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	w, err := NewWriter(st, other, cat, "writer-b", WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.ops = nil
+	if _, err := w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	keys = nil
+	if err := base.List(ctx, other.Root()+"probe/", func(oi remote.ObjectInfo) error { keys = append(keys, oi.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 0 || len(st.ops) == 0 || !strings.HasPrefix(st.ops[len(st.ops)-1], "delete "+other.Root()+"probe/") {
+		t.Fatalf("probe objects left %v, ops %q: want the probe deleted last", keys, st.ops)
 	}
 }
 

@@ -87,7 +87,11 @@ type database struct {
 	// snapshotReplaced: takeRole uploaded a catalog snapshot in place of
 	// a damaged one (manifest.SnapshotDamage), once.
 	snapshotReplaced bool
-	lagWaits         atomic.Uint64 // commits that waited for MaxLag
+	// probeLeftovers: probe objects manifest.ProbeStore left in a store
+	// without head, handed to the writer (which deletes them after its
+	// takeover).
+	probeLeftovers []string
+	lagWaits       atomic.Uint64 // commits that waited for MaxLag
 
 	// durable records the main file's fsyncs (mainfile.go).
 	durable mainDurability

@@ -160,7 +160,11 @@ func (d *database) takeRole(pageSize uint32) (rebuild, error) {
 		var probe chan error
 		if !storeProbed {
 			probe = make(chan error, 1)
-			go func() { probe <- manifest.ProbeStore(ctx, d.store, d.layout) }()
+			go func() {
+				var err error
+				d.probeLeftovers, err = manifest.ProbeStore(ctx, d.store, d.layout)
+				probe <- err
+			}()
 		}
 		remoteErr, err := d.openCatalog(ctx, pageSize)
 		if probe != nil {
@@ -178,7 +182,7 @@ func (d *database) takeRole(pageSize uint32) (rebuild, error) {
 	}
 	if d.writer == nil {
 		w, err := manifest.NewWriter(d.store, d.layout, d.catalog, d.owner.owner.Writer,
-			manifest.WriterOptions{LeaseTTL: d.cfg.LeaseTTL, StoreProbed: storeProbed})
+			manifest.WriterOptions{LeaseTTL: d.cfg.LeaseTTL, StoreProbed: storeProbed, ProbeLeftovers: d.probeLeftovers})
 		if err != nil {
 			return rebuild{}, err
 		}

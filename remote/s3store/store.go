@@ -82,9 +82,15 @@ func loadAWSConfig(ctx context.Context, cfg Config) (aws.Config, error) {
 				// versitygw's posix backend answers 409
 				// ExistingObjectIsDirectory when a Put creates a folder
 				// that a concurrent Delete of the folder's last key is
-				// removing (mkdir, then link: ENOENT). The write was not
-				// applied, so it is safe to send again; AWS never uses
-				// this code.
+				// removing (mkdir, then link: ENOENT). The data was not
+				// written, so an unconditional Put is safe to send again;
+				// AWS never uses this code. With --sidecar metadata the
+				// key's ETag attribute was written, though, and stays:
+				// a conditional create of that key is then refused (412)
+				// for good while reads find nothing, with or without the
+				// retry. bop keeps its own deletes from emptying a folder
+				// that a conditional create may target
+				// (manifest.ProbeStore); docs/ARCHITECTURE.md, session 10.
 				o.Retryables = append(o.Retryables, retry.RetryableErrorCode{
 					Codes: map[string]struct{}{"ExistingObjectIsDirectory": {}},
 				})
