@@ -95,12 +95,26 @@ func (w *Writer) snapshotLocked(ctx context.Context) error {
 			return fmt.Errorf("manifest: put %s: stored %d bytes of %d", key, ref.Size, st.Size())
 		}
 	case errors.Is(err, remote.ErrPrecondition) || !errors.Is(err, context.Canceled):
-		// Already there (a lost response, or another writer at the same
-		// seq: any snapshot at seq is derived from the same log), or an
-		// unknown outcome: use what the store holds, if anything.
+		// Already there (our own put whose response was lost: the
+		// client's retry is refused by it), or an unknown outcome: use
+		// what the store holds if it is exactly our file. Anything else
+		// at the key (another catalog's snapshot at the same seq, bytes
+		// rotted since) head must not vouch for: its hash would make a
+		// corrupt snapshot pass every check.
 		size, sum, herr := hashObject(ctx, w.store, key)
 		if herr != nil {
 			return fmt.Errorf("manifest: put %s: %w (reading it back: %v)", key, err, herr)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("manifest: snapshot: %w", err)
+		}
+		d := xxhash.New()
+		if _, err := io.Copy(d, f); err != nil {
+			return fmt.Errorf("manifest: snapshot: %w", err)
+		}
+		if size != st.Size() || sum != d.Sum64() {
+			return fmt.Errorf("manifest: put %s: %w, and the object there is not this snapshot (%d bytes, hash %s; this one %d bytes, hash %s): head keeps its snapshot",
+				key, err, size, Hash(sum), st.Size(), Hash(d.Sum64()))
 		}
 		ref.Size, ref.Hash = size, Hash(sum)
 	default:

@@ -1103,3 +1103,61 @@ func (s cutStream) Get(ctx context.Context, key string, off, length int64) (io.R
 type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+// snapshotLander stores a snapshot but reports the put refused, as the
+// client's retry of a put whose response was lost is refused by it.
+type snapshotLander struct {
+	remote.Store
+}
+
+func (s snapshotLander) Put(ctx context.Context, key string, r io.Reader, opts remote.PutOptions) (remote.PutResult, error) {
+	res, err := s.Store.Put(ctx, key, r, opts)
+	if err == nil && strings.Contains(key, "/manifest/") {
+		return remote.PutResult{}, fmt.Errorf("test: put %s (retried): %w", key, remote.ErrPrecondition)
+	}
+	return res, err
+}
+
+// A snapshot put refused because the key exists is taken as landed only
+// if the object there is exactly this snapshot; head never vouches for
+// other bytes at the key (they would pass every check of a later open).
+func TestSnapshotPutRefused(t *testing.T) {
+	ctx := context.Background()
+	base := fsStore(t)
+	n := newNode(t, snapshotLander{base}, "writer-a", 4, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(40, 41))
+	if err := n.w.Publish(ctx, n.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+	// Our own put, its response lost: landed.
+	if err := n.w.UploadSnapshot(ctx); err != nil {
+		t.Fatalf("snapshot whose put landed but was reported refused: %v", err)
+	}
+	head, _, err := GetHead(ctx, base, testLayout)
+	if err != nil || head.Snapshot == nil || head.Snapshot.Seq != n.cat.Tip().Seq {
+		t.Fatalf("head %+v, err %v: want the landed snapshot named", head, err)
+	}
+	cat, err := OpenRemote(ctx, base, testLayout, filepath.Join(t.TempDir(), "c.db"), Options{})
+	if err != nil || cat.SnapshotDamage() != nil {
+		t.Fatalf("open with the landed snapshot: %v, damage %v", err, cat.SnapshotDamage())
+	}
+	cat.Close()
+
+	// Other bytes already at the next snapshot's key: refused, head keeps
+	// the snapshot it had.
+	if err := n.w.Publish(ctx, n.randomPublish(rng, 20)); err != nil {
+		t.Fatal(err)
+	}
+	next := testLayout.Snapshot(n.cat.Tip().Seq)
+	writeObject(t, base, next, []byte("rotten bytes where a snapshot should be"))
+	if err := n.w.UploadSnapshot(ctx); err == nil || !strings.Contains(err.Error(), "not this snapshot") {
+		t.Fatalf("snapshot over other bytes: %v, want refused", err)
+	}
+	head2, _, err := GetHead(ctx, base, testLayout)
+	if err != nil || head2.Snapshot == nil || *head2.Snapshot != *head.Snapshot {
+		t.Fatalf("head's snapshot %+v after a refused snapshot, want %+v", head2.Snapshot, head.Snapshot)
+	}
+}
