@@ -89,6 +89,10 @@ type Config struct {
 	// ForceTakeover takes the writer role at open even while another
 	// writer holds the lease; that writer is fenced (its commits fail with
 	// ErrFenced). Per database: the DSN parameter bop_force_takeover=1.
+	// Either acts when the database is opened in the process (its first
+	// connection); a connection asking for it while the database is
+	// already open and fenced is refused with ErrFenced (close every
+	// connection, then reopen with it).
 	ForceTakeover bool
 	// StagingBytes bounds the disk space all databases of this VFS may use
 	// for staging page objects before upload (a quota pool; 0: no limit).

@@ -178,6 +178,17 @@ func (v *VFS) acquire(path string, flags openFlags) (*database, error) {
 			d.release()
 			return nil, err
 		}
+		if flags.force && !flags.readOnly {
+			if ferr := d.fenced(); ferr != nil {
+				// bop_force_takeover acts when a database is opened; this
+				// one is open, and fenced: saying nothing would leave the
+				// connection failing every commit with ErrFenced as if the
+				// parameter had not been given.
+				d.release()
+				return nil, fmt.Errorf("%w: bop: %s is open in this process and was fenced (%v); bop_force_takeover=1 takes the writer role when a database is opened: close every connection of it, then open it again with bop_force_takeover=1",
+					ErrFenced, path, ferr)
+			}
+		}
 		return d, nil
 	}
 }

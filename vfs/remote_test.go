@@ -15,6 +15,7 @@ import (
 	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
 	"github.com/bopstore/bop/remote/fault"
+	"github.com/bopstore/bop/remote/fsstore"
 	"github.com/bopstore/bop/wal"
 )
 
@@ -177,5 +178,61 @@ func TestStoreDownAtOpen(t *testing.T) {
 	sdb := openDB(t, vs, filepath.Join(t.TempDir(), "down-sync.db"))
 	if _, err := sdb.Exec("SELECT 1"); err == nil || !strings.Contains(err.Error(), "durability is sync") {
 		t.Fatalf("sync open with the store down: %v, want a clear error", err)
+	}
+}
+
+// bop_force_takeover acts when a database is opened: a connection asking
+// for it while the database is open in this process and fenced is refused
+// with ErrFenced saying what to do, not left to fail every commit as if it
+// had not asked.
+func TestForceOnFencedOpenDatabase(t *testing.T) {
+	ctx := context.Background()
+	storeDir := t.TempDir()
+	v := newVFS(t, Config{Remote: "file://" + storeDir, CheckpointInterval: time.Hour})
+	path := filepath.Join(t.TempDir(), "app.db")
+	db := openDB(t, v, path)
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+	queryString(t, db, "PRAGMA bop_checkpoint")
+
+	// Another node takes the database over by force.
+	store, err := fsstore.New(storeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	layout := remote.Layout{Tenant: DefaultTenant, DB: "app.db"}
+	cat, err := manifest.OpenRemote(ctx, store, layout, filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	w, err := manifest.NewWriter(store, layout, cat, "other-node", manifest.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Takeover(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, db, "INSERT INTO t(v) VALUES ('local only')")
+	if _, err := db.Exec("PRAGMA bop_checkpoint"); err == nil || !strings.Contains(err.Error(), "fenced") {
+		t.Fatalf("publish after the other node's takeover: %v, want fenced", err)
+	}
+
+	forced, err := openDBURI(t, dsn(path, v.Name())+"&bop_force_takeover=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = forced.Exec("SELECT 1")
+	if !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), "close every connection") {
+		t.Fatalf("a forced connection to the fenced open database: %v, want ErrFenced saying to reopen", err)
+	}
+	// Without force a connection joins (and its commits fail fenced).
+	plain, err := openDBURI(t, dsn(path, v.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Exec("INSERT INTO t(v) VALUES ('refused')"); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a commit of the fenced database: %v, want ErrFenced", err)
 	}
 }
