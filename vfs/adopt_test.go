@@ -1,7 +1,6 @@
 package vfs
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/bopstore/bop/internal/testutil"
-	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
 	"github.com/bopstore/bop/remote/fsstore"
 	"github.com/bopstore/bop/wal"
@@ -158,18 +156,7 @@ func remoteWithDatabase(t *testing.T, storeDir string, layout remote.Layout) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	cat, err := manifest.Open(filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{Layout: layout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close()
-	w, err := manifest.NewWriter(store, layout, cat, "other-node", manifest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Takeover(context.Background(), false); err != nil {
-		t.Fatal(err)
-	}
+	takeOver(t, store, layout, "other-node", false, false)
 }
 
 // The first open of a name the store already has: a file with data is an

@@ -389,18 +389,7 @@ func TestOpenFromRemoteWithDamagedSnapshot(t *testing.T) {
 		// Another node takes the released database over, uploads a
 		// snapshot of its catalog and hands the database back.
 		layout := remote.Layout{Tenant: DefaultTenant, DB: "app.db"}
-		cat, err := manifest.OpenRemote(ctx, r.store, layout, filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cat.Close()
-		w, err := manifest.NewWriter(r.store, layout, cat, "maintenance", manifest.WriterOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Takeover(ctx, false); err != nil {
-			t.Fatal(err)
-		}
+		w := takeOver(t, r.store, layout, "maintenance", true, false)
 		if err := w.UploadSnapshot(ctx); err != nil {
 			t.Fatal(err)
 		}

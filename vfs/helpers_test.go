@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/bopstore/bop/checkpoint"
+	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
 	"github.com/bopstore/bop/remote/fault"
 	"github.com/bopstore/bop/wal"
@@ -320,4 +321,33 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// takeOver makes another node, id, the writer of layout's database in
+// store, as a second machine would: with a catalog built from the store
+// (fromStore) or a new one, a writer, and its takeover (forced if force).
+// The catalog is closed at cleanup.
+func takeOver(t testing.TB, store remote.Store, layout remote.Layout, id string, fromStore, force bool) *manifest.Writer {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	var cat *manifest.Catalog
+	var err error
+	if fromStore {
+		cat, err = manifest.OpenRemote(ctx, store, layout, path, manifest.Options{})
+	} else {
+		cat, err = manifest.Open(path, manifest.Options{Layout: layout})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	w, err := manifest.NewWriter(store, layout, cat, id, manifest.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Takeover(ctx, force); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }

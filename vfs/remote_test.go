@@ -2,7 +2,6 @@ package vfs
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
 	"github.com/bopstore/bop/remote/fault"
 	"github.com/bopstore/bop/remote/fsstore"
@@ -111,21 +109,7 @@ func TestS3RemoteAtFirstOpen(t *testing.T) {
 		t.Fatalf("status %+v: the remote was not checked", s)
 	}
 
-	ctx := context.Background()
-	store := r.store
-	layout := remote.Layout{Tenant: "default", DB: "taken.db"}
-	cat, err := manifest.Open(filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{Layout: layout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close()
-	w, err := manifest.NewWriter(store, layout, cat, "other-node", manifest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Takeover(ctx, false); err != nil {
-		t.Fatal(err)
-	}
+	takeOver(t, r.store, remote.Layout{Tenant: "default", DB: "taken.db"}, "other-node", false, false)
 	// A file with data: adoption would fork the store's history.
 	takenPath := filepath.Join(t.TempDir(), "taken.db")
 	plainDatabase(t, takenPath, 1)
@@ -186,7 +170,6 @@ func TestStoreDownAtOpen(t *testing.T) {
 // with ErrFenced saying what to do, not left to fail every commit as if it
 // had not asked.
 func TestForceOnFencedOpenDatabase(t *testing.T) {
-	ctx := context.Background()
 	storeDir := t.TempDir()
 	v := newVFS(t, Config{Remote: "file://" + storeDir, CheckpointInterval: time.Hour})
 	path := filepath.Join(t.TempDir(), "app.db")
@@ -201,19 +184,7 @@ func TestForceOnFencedOpenDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	layout := remote.Layout{Tenant: DefaultTenant, DB: "app.db"}
-	cat, err := manifest.OpenRemote(ctx, store, layout, filepath.Join(t.TempDir(), "catalog.db"), manifest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close()
-	w, err := manifest.NewWriter(store, layout, cat, "other-node", manifest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Takeover(ctx, true); err != nil {
-		t.Fatal(err)
-	}
+	takeOver(t, store, remote.Layout{Tenant: DefaultTenant, DB: "app.db"}, "other-node", true, true)
 	mustExec(t, db, "INSERT INTO t(v) VALUES ('local only')")
 	if _, err := db.Exec("PRAGMA bop_checkpoint"); err == nil || !strings.Contains(err.Error(), "fenced") {
 		t.Fatalf("publish after the other node's takeover: %v, want fenced", err)
