@@ -56,6 +56,11 @@ type RestoreResult struct {
 	ZeroPages uint32 // pages that read as zeros (never written at that boundary)
 	Gets      int64  // GETs of objects (ranged or whole)
 	GetBytes  int64  // bytes they fetched
+	// SnapshotDamage is not nil when the catalog Restore used was built
+	// from the store without the snapshot head names (missing or
+	// corrupt), from the whole log instead: the restore is as good, the
+	// store needs a new snapshot (manifest.SnapshotDamage).
+	SnapshotDamage *manifest.SnapshotDamage
 }
 
 // Restore materialises a plain SQLite database file at a boundary: every
@@ -113,7 +118,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (res RestoreResult, err e
 	}
 	res = RestoreResult{Path: opts.Path, Txid: snap.Txid(), Requested: opts.Txid, Rounded: opts.Txid != 0 && snap.Rounded(),
 		Seq: snap.BoundarySeq(), PageSize: snap.PageSize(), DBPages: snap.DBPages(),
-		Size: int64(snap.DBPages()) * int64(snap.PageSize())}
+		Size: int64(snap.DBPages()) * int64(snap.PageSize()), SnapshotDamage: cat.SnapshotDamage()}
 
 	f, err := os.CreateTemp(dir, filepath.Base(opts.Path)+".restore-*")
 	if err != nil {

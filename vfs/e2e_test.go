@@ -418,6 +418,20 @@ func TestOpenFromRemoteWithDamagedSnapshot(t *testing.T) {
 			t.Fatal(err)
 		}
 
+		// A restore from the store alone rebuilds around it too, and
+		// says so.
+		restored := filepath.Join(t.TempDir(), "restored.db")
+		res, err := checkpoint.Restore(ctx, checkpoint.RestoreOptions{Store: r.store, Layout: layout, Path: restored})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.SnapshotDamage == nil || res.SnapshotDamage.Seq != head.Snapshot.Seq {
+			t.Fatalf("restore's snapshot damage %v, want the snapshot at seq %d", res.SnapshotDamage, head.Snapshot.Seq)
+		}
+		if got := queryString(t, openDB(t, nil, restored), "SELECT group_concat(v, ',') FROM t"); got != want {
+			t.Fatal("the restored database reads different rows")
+		}
+
 		pathB := filepath.Join(t.TempDir(), "app.db")
 		bdb := openDB(t, newVFS(t, cfg), pathB)
 		if got := queryString(t, bdb, "SELECT group_concat(v, ',') FROM t"); got != want {
