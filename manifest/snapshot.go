@@ -195,7 +195,11 @@ func (c *Catalog) writeSnapshot(path string) (uint64, error) {
 		return 0, fmt.Errorf("manifest: snapshot: %w", err)
 	}
 	defer conn.Close()
-	q := "PRAGMA journal_mode = DELETE; BEGIN;"
+	// sqlite_sequence too: the local changes table's AUTOINCREMENT
+	// counter would make two snapshots of one seq differ by the local
+	// changes made between them (snapshotLocked compares a snapshot it
+	// finds at its key with its own, byte for byte).
+	q := "PRAGMA journal_mode = DELETE; BEGIN; DELETE FROM sqlite_sequence;"
 	for _, t := range localTables {
 		q += "DELETE FROM " + t + ";"
 	}
@@ -284,7 +288,7 @@ func openRemote(ctx context.Context, store remote.Store, layout remote.Layout, l
 		// A snapshot is a copy of what the log says up to its seq: the
 		// catalog can be built from the whole log instead, if every
 		// record (never deleted) and the directory of every object the
-		// records add (which garbage collection may have deleted) are
+		// records add (bop deletes none yet; a collector would) are
 		// still there; readLog says if not.
 		sd = &SnapshotDamage{Seq: s.Seq, Err: err}
 		removeCatalogFiles(localPath)

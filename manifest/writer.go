@@ -201,13 +201,30 @@ func (w *Writer) probeLocked(ctx context.Context) error {
 }
 
 // dropProbeLeftoversLocked deletes the probe objects left before the
-// database had a head; the caller has seen head exist.
+// database had a head, once it has one (whatever the takeover's outcome:
+// one that lost the race or was refused sees head too).
 func (w *Writer) dropProbeLeftoversLocked(ctx context.Context) {
+	if len(w.probeLeftovers) == 0 {
+		return
+	}
+	cctx, cancel := probeCleanupContext(ctx)
+	defer cancel()
+	if _, err := w.store.Head(cctx, w.layout.Head()); err != nil {
+		return // no head yet (or no answer): a later takeover drops them
+	}
 	for _, key := range w.probeLeftovers {
-		w.store.Delete(context.WithoutCancel(ctx), key) // best effort, as every probe cleanup
+		w.store.Delete(cctx, key) // best effort, as every probe cleanup
 	}
 	w.probeLeftovers = nil
 }
+
+// probeCleanupContext bounds a probe object's cleanup, which runs even
+// when ctx has ended (it is not the caller's work), by its own deadline.
+func probeCleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), probeCleanupTimeout)
+}
+
+const probeCleanupTimeout = 10 * time.Second
 
 // ProbeStore is Writer.Probe without a writer: it needs only the store and
 // the database's layout (its probe/ folder), so it can run while the
@@ -254,12 +271,17 @@ func probeOnce(ctx context.Context, store remote.Store, layout remote.Layout) (l
 		return err
 	}
 	defer func() {
-		dctx := context.WithoutCancel(ctx)
-		if _, herr := store.Head(dctx, layout.Head()); herr != nil {
-			leftover = key // no head (or no answer): not now (see ProbeStore)
-			return
+		cctx, cancel := probeCleanupContext(ctx)
+		defer cancel()
+		// A store refused as unsafe gets no head from bop: nothing can
+		// race the delete there.
+		if !errors.Is(err, ErrUnsafeStore) {
+			if _, herr := store.Head(cctx, layout.Head()); herr != nil {
+				leftover = key // no head (or no answer): not now (see ProbeStore)
+				return
+			}
 		}
-		store.Delete(dctx, key)
+		store.Delete(cctx, key)
 	}()
 	if err := put("first", remote.PutOptions{IfNoneMatch: true}); err != nil {
 		if errors.Is(err, remote.ErrPrecondition) {
@@ -289,6 +311,7 @@ func probeOnce(ctx context.Context, store remote.Store, layout remote.Layout) (l
 func (w *Writer) Takeover(ctx context.Context, force bool) (TakeoverInfo, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer w.dropProbeLeftoversLocked(ctx)
 	if !w.probed {
 		if err := w.probeLocked(ctx); err != nil {
 			return TakeoverInfo{}, err
@@ -305,9 +328,6 @@ func (w *Writer) Takeover(ctx context.Context, force bool) (TakeoverInfo, error)
 		if err != nil {
 			return TakeoverInfo{}, err
 		}
-		// Head exists now (ours, or the winner's): the probe objects
-		// left while it did not can go (ProbeStore).
-		w.dropProbeLeftoversLocked(ctx)
 		if winner == nil {
 			return info, nil
 		}

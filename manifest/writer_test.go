@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -1160,4 +1161,94 @@ func TestSnapshotPutRefused(t *testing.T) {
 	if err != nil || head2.Snapshot == nil || *head2.Snapshot != *head.Snapshot {
 		t.Fatalf("head's snapshot %+v after a refused snapshot, want %+v", head2.Snapshot, head.Snapshot)
 	}
+}
+
+// Two snapshots of one seq are the same bytes whatever local changes the
+// catalog logged between them (snapshotLocked's comparison relies on it).
+func TestSnapshotBytesStable(t *testing.T) {
+	ctx := context.Background()
+	n := newNode(t, fsStore(t), "writer-a", 4, WriterOptions{})
+	if _, err := n.w.Takeover(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.w.Publish(ctx, n.randomPublish(mrand.New(mrand.NewPCG(50, 51)), 20)); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	if _, err := n.cat.writeSnapshot(a); err != nil {
+		t.Fatal(err)
+	}
+	n.cat.mu.Lock()
+	err := n.cat.tx(func() error { return n.cat.logChange("test", "a local change between two snapshots") })
+	n.cat.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.cat.writeSnapshot(b); err != nil {
+		t.Fatal(err)
+	}
+	ba, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb, err := os.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ba, bb) {
+		t.Fatalf("two snapshots of seq %d differ (%d and %d bytes)", n.cat.Tip().Seq, len(ba), len(bb))
+	}
+}
+
+// No probe object stays behind: not from a writer that loses the race to
+// a new database (its leftovers go once head exists, whatever the
+// takeover's outcome), nor from probes of a store refused as unsafe.
+func TestProbeLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	probes := func(t *testing.T, st remote.Store) []string {
+		t.Helper()
+		var keys []string
+		if err := st.List(ctx, testLayout.Root()+"probe/", func(oi remote.ObjectInfo) error { keys = append(keys, oi.Key); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	t.Run("lost race", func(t *testing.T) {
+		st := fsStore(t)
+		la, err := ProbeStore(ctx, st, testLayout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lb, err := ProbeStore(ctx, st, testLayout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(la) != 1 || len(lb) != 1 {
+			t.Fatalf("leftovers %v and %v, want one each (no head yet)", la, lb)
+		}
+		a := newNode(t, st, "writer-a", 4, WriterOptions{StoreProbed: true, ProbeLeftovers: la})
+		b := newNode(t, st, "writer-b", 4, WriterOptions{StoreProbed: true, ProbeLeftovers: lb})
+		if _, err := a.w.Takeover(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.w.Takeover(ctx, false); !errors.Is(err, ErrOwnedElsewhere) {
+			t.Fatalf("second takeover: %v, want ErrOwnedElsewhere", err)
+		}
+		if keys := probes(t, st); len(keys) != 0 {
+			t.Fatalf("probe objects left: %v", keys)
+		}
+	})
+	t.Run("unsafe store", func(t *testing.T) {
+		st := fault.New(fsStore(t), fault.Config{IgnoreConditions: true})
+		for range 3 {
+			left, err := ProbeStore(ctx, st, testLayout)
+			if !errors.Is(err, ErrUnsafeStore) || len(left) != 0 {
+				t.Fatalf("probe of an unsafe store: leftovers %v, err %v", left, err)
+			}
+		}
+		if keys := probes(t, st); len(keys) != 0 {
+			t.Fatalf("probe objects left: %v", keys)
+		}
+	})
 }

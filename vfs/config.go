@@ -92,7 +92,8 @@ type Config struct {
 	// Either acts when the database is opened in the process (its first
 	// connection); a connection asking for it while the database is
 	// already open and fenced is refused with ErrFenced (close every
-	// connection, then reopen with it).
+	// connection, then reopen with it); one open without the role (its
+	// takeover still retried in the background) does not apply it either.
 	ForceTakeover bool
 	// StagingBytes bounds the disk space all databases of this VFS may use
 	// for staging page objects before upload (a quota pool; 0: no limit).

@@ -47,8 +47,8 @@
 // A missing or corrupt catalog snapshot (the one head names) is a copy of
 // the log: the catalog is built from the whole log instead. status and
 // verify report it and exit 1; boundaries and restore print a warning and
-// work as usual (unless the rebuild needs an object that garbage
-// collection deleted, which is then reported as a damaged log).
+// work as usual (unless the rebuild needs an object that is gone, which
+// is then reported as a damaged log).
 //
 // Exit status: 0 on success, 1 when the command fails (including verify
 // finding a damaged object, and any command finding a damaged log), 2 for
