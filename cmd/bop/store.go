@@ -153,7 +153,8 @@ type remoteDB struct {
 	close  func()
 }
 
-// errDamaged: the store's log cannot be applied to its end.
+// errDamaged: the store's log cannot be applied to its end, or the
+// catalog snapshot head names is unusable (snapshotDamaged).
 var errDamaged = errors.New("the store is damaged")
 
 // damaged describes the damage as an error, with the newest boundary that
