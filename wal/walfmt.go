@@ -85,52 +85,6 @@ func (h *frameHeader) ck() [2]uint32 {
 	return [2]uint32{binary.BigEndian.Uint32(h[16:]), binary.BigEndian.Uint32(h[20:])}
 }
 
-// walChecksum continues SQLite's WAL checksum (walChecksumBytes) over b,
-// whose length must be a multiple of 8. The loop is unrolled by 4 words
-// pairs: this is the hottest loop of capture (every committed byte passes
-// through it once).
-func walChecksum(bigEndian bool, b []byte, s [2]uint32) [2]uint32 {
-	s0, s1 := s[0], s[1]
-	if bigEndian {
-		for len(b) >= 32 {
-			_ = b[31]
-			s0 = s0 + binary.BigEndian.Uint32(b[0:]) + s1
-			s1 = s1 + binary.BigEndian.Uint32(b[4:]) + s0
-			s0 = s0 + binary.BigEndian.Uint32(b[8:]) + s1
-			s1 = s1 + binary.BigEndian.Uint32(b[12:]) + s0
-			s0 = s0 + binary.BigEndian.Uint32(b[16:]) + s1
-			s1 = s1 + binary.BigEndian.Uint32(b[20:]) + s0
-			s0 = s0 + binary.BigEndian.Uint32(b[24:]) + s1
-			s1 = s1 + binary.BigEndian.Uint32(b[28:]) + s0
-			b = b[32:]
-		}
-		for len(b) >= 8 {
-			s0 = s0 + binary.BigEndian.Uint32(b[0:]) + s1
-			s1 = s1 + binary.BigEndian.Uint32(b[4:]) + s0
-			b = b[8:]
-		}
-		return [2]uint32{s0, s1}
-	}
-	for len(b) >= 32 {
-		_ = b[31]
-		s0 = s0 + binary.LittleEndian.Uint32(b[0:]) + s1
-		s1 = s1 + binary.LittleEndian.Uint32(b[4:]) + s0
-		s0 = s0 + binary.LittleEndian.Uint32(b[8:]) + s1
-		s1 = s1 + binary.LittleEndian.Uint32(b[12:]) + s0
-		s0 = s0 + binary.LittleEndian.Uint32(b[16:]) + s1
-		s1 = s1 + binary.LittleEndian.Uint32(b[20:]) + s0
-		s0 = s0 + binary.LittleEndian.Uint32(b[24:]) + s1
-		s1 = s1 + binary.LittleEndian.Uint32(b[28:]) + s0
-		b = b[32:]
-	}
-	for len(b) >= 8 {
-		s0 = s0 + binary.LittleEndian.Uint32(b[0:]) + s1
-		s1 = s1 + binary.LittleEndian.Uint32(b[4:]) + s0
-		b = b[8:]
-	}
-	return [2]uint32{s0, s1}
-}
-
 // frameChecksum is the cumulative checksum of one frame: the first 8 bytes
 // of its header (pgno, commit size) and its page, continued from prev.
 func frameChecksum(bigEndian bool, hdr *frameHeader, page []byte, prev [2]uint32) [2]uint32 {
