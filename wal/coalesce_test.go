@@ -261,3 +261,60 @@ func TestCaptureTornGroupNeverAppended(t *testing.T) {
 		}
 	}
 }
+
+// TestCoalesceTakesLargeTransactions: a large transaction joins a group
+// by handing over capture's arena (its pages are not copied), mixed with
+// small transactions that rewrite its pages (a copy replaces a taken
+// version), large ones that rewrite theirs or each other's (a taken
+// version replaces a copy or another taken one), and deletes that shrink
+// the database (auto_vacuum=full: versions past the new end are dropped
+// from taken arenas too). After every round the spool, replayed, is the
+// live database byte for byte: every group's record held the newest
+// version of each of its pages.
+func TestCoalesceTakesLargeTransactions(t *testing.T) {
+	e := newEnv(t, t.TempDir(), nil, "", nil)
+	e.copts.Coalesce = 2 << 20 // transactions up to 1 MiB (256 pages) join groups
+	e.mustOpenCapture()
+	defer e.closeCapture()
+	db := e.openDB(true, "auto_vacuum(full)", "journal_mode(wal)", "synchronous(normal)", "wal_autocheckpoint(0)")
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+	rng := rand.New(rand.NewPCG(7, 11))
+	bulk := func(stmt string, n int, arg func() any) {
+		tx, err := db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			if _, err := tx.Exec(stmt, arg()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := 0; round < 10; round++ {
+		for k := 0; k < 5; k++ {
+			switch rng.IntN(4) {
+			case 0: // large: ~70-150 new pages
+				bulk("INSERT INTO t(v) VALUES (randomblob(?))", 70+rng.IntN(80), func() any { return 2500 + rng.IntN(1000) })
+			case 1: // large: rewrites pages of earlier transactions
+				mustExec(t, db, "UPDATE t SET v = randomblob(length(v)) WHERE id % 3 = ?", rng.IntN(3))
+			case 2: // small: single pages, autocommit
+				for i := 0; i < 5; i++ {
+					mustExec(t, db, "UPDATE t SET v = randomblob(length(v)) WHERE id = (SELECT id FROM t ORDER BY random() LIMIT 1)")
+				}
+			case 3: // shrinks the database
+				mustExec(t, db, "DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY random() LIMIT ?)", 10+rng.IntN(40))
+			}
+		}
+		e.checkReplay(db, fmt.Sprintf("round %d", round))
+	}
+	st := e.cap.Stats()
+	t.Logf("capture stats: %+v", st)
+	if st.Taken == 0 || st.Coalesced == 0 {
+		t.Fatalf("no large transaction joined a group by its arena (taken %d, coalesced %d)", st.Taken, st.Coalesced)
+	}
+}
