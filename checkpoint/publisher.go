@@ -841,10 +841,15 @@ func (p *Publisher) dropSamplesLocked() {
 // knows it (Notify), without sampling the spool: cheap enough for every
 // commit (the VFS's MaxLag check).
 func (p *Publisher) Lag() time.Duration {
-	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.lagLocked(now)
+	p.dropSamplesLocked()
+	if len(p.samples) == 0 {
+		return 0
+	}
+	// time.Since reads only the monotonic clock (time.Now reads the wall
+	// clock too): this runs at every commit.
+	return time.Since(p.samples[0].at)
 }
 
 // lagLocked is the age of the oldest unpublished transaction.
