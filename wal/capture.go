@@ -81,7 +81,6 @@ type Stats struct {
 	ReconDropped   uint64 // unconfirmed spool records dropped by reconciliation
 	Spilled        uint64 // frames written to the spill file
 	Coalesced      uint64 // transactions that joined the ones before them in one record (Coalesce)
-	Taken          uint64 // large transactions whose pages a group took with capture's arena, uncopied
 }
 
 // Capture turns the stream of WAL writes SQLite makes for one database

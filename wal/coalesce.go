@@ -51,65 +51,14 @@ type pendingRecord struct {
 	id      WALIdentity
 	dbPages uint32
 	ps      int
-	slots   map[uint32]pendSlot // pgno -> where its newest version is
-	free    []int               // copy slots no page uses any more
-	nslots  int                 // copy slots in mem (used or free)
-	mem     []byte              // the copy buffer
-	taken   []takenBuf          // arena buffers of large transactions
-	held    int                 // bytes in taken
-	pgnos   []uint32            // scratch for flush: pgno by copy slot (0: free)
+	slots   map[uint32]int // pgno -> page slot in mem
+	free    []int          // slots of pages dropped by a shrink
+	nslots  int
+	mem     []byte
+	pgnos   []uint32 // scratch for flush: pgno by slot (0: free)
 }
 
-// pendSlot is where a page's newest version in the group is: slot of the
-// copy buffer (buf < 0) or of taken[buf].
-type pendSlot struct {
-	buf  int32
-	slot int32
-}
-
-// takenBuf is a transaction's frames as capture's arena held them: the
-// group took the arena instead of copying them (pageStore.take). pgnos
-// names the page of each slot still the newest version in the group, 0
-// for the others (superseded, or not the newest within the transaction).
-type takenBuf struct {
-	mem   []byte
-	pgnos []uint32
-}
-
-// takeMinFrames is the smallest transaction whose arena the group takes
-// instead of copying its pages: a copy of a few pages costs less than a
-// buffer per transaction, and a large transaction's copy (bench/vfs W1:
-// 1.3 MB per transaction, the whole WAL's volume) is not free.
-const takeMinFrames = 64
-
-func (p *pendingRecord) bytes() int { return p.nslots*p.ps + p.held }
-
-// drop forgets the version at r (a newer one replaces it, or a shrink
-// cut its page).
-func (p *pendingRecord) drop(r pendSlot) {
-	if r.buf < 0 {
-		p.free = append(p.free, int(r.slot))
-		return
-	}
-	p.taken[r.buf].pgnos[r.slot] = 0
-}
-
-// copySlot returns a free slot of the copy buffer, growing it if needed.
-func (p *pendingRecord) copySlot() int {
-	if k := len(p.free); k > 0 {
-		s := p.free[k-1]
-		p.free = p.free[:k-1]
-		return s
-	}
-	s := p.nslots
-	p.nslots++
-	if need := p.nslots * p.ps; need > len(p.mem) {
-		m := make([]byte, max(need, 2*len(p.mem), 16*p.ps))
-		copy(m, p.mem)
-		p.mem = m
-	}
-	return s
-}
+func (p *pendingRecord) bytes() int { return p.nslots * p.ps }
 
 // coalesceLocked merges the provisional transaction P (frames first..commit
 // in the store, keep marking the newest version of each page, count of
@@ -133,17 +82,8 @@ func (c *Capture) coalesceLocked(first, commit, dbPages uint32, id WALIdentity) 
 	s0 := int(first - c.storeBase)
 	pgno := func(i int) uint32 { return c.meta.at(s0 + i).hdr.pgno() }
 	keep, count := c.markNewest(n, pgno, dbPages)
-	// A large transaction that starts the store, all in its arena, is
-	// taken whole: the group keeps the arena's first n slots (every
-	// version, counted in full against the limit) and the store goes on
-	// with another buffer.
-	take := n >= takeMinFrames && s0 == 0 && c.store.inMemory(n)
-	add := count * ps
-	if take {
-		add = n * ps
-	}
 	p := &c.pend
-	if p.n > 0 && (p.gen != c.genSeq || p.ps != ps || p.bytes()+add > limit) {
+	if p.n > 0 && (p.gen != c.genSeq || p.ps != ps || p.bytes()+count*ps > limit) {
 		if err := c.flushPendingLocked(); err != nil {
 			return false, err
 		}
@@ -153,9 +93,9 @@ func (c *Capture) coalesceLocked(first, commit, dbPages uint32, id WALIdentity) 
 			p.mem = nil
 		}
 		*p = pendingRecord{txid: c.spool.lastTxid() + 1, gen: c.genSeq, hdr: c.hdr, first: first, ps: ps,
-			slots: p.slots, mem: p.mem, free: p.free[:0], taken: p.taken[:0], pgnos: p.pgnos}
+			slots: p.slots, mem: p.mem, free: p.free[:0], pgnos: p.pgnos}
 		if p.slots == nil {
-			p.slots = map[uint32]pendSlot{}
+			p.slots = map[uint32]int{}
 		}
 		clear(p.slots)
 	}
@@ -165,57 +105,38 @@ func (c *Capture) coalesceLocked(first, commit, dbPages uint32, id WALIdentity) 
 	if dbPages < p.dbPages {
 		// The database shrank: versions beyond its new end are gone
 		// (as replaying the transactions one by one would cut them).
-		for pg, r := range p.slots {
+		for pg, s := range p.slots {
 			if pg > dbPages {
 				delete(p.slots, pg)
-				p.drop(r)
+				p.free = append(p.free, s)
 			}
 		}
 	}
-	if take {
-		b := len(p.taken)
-		if b < cap(p.taken) {
-			p.taken = p.taken[:b+1] // reuse the entry's pgnos
-		} else {
-			p.taken = append(p.taken, takenBuf{})
+	for i := 0; i < n; i++ {
+		if keep[i/64]&(1<<(i%64)) == 0 {
+			continue
 		}
-		t := &p.taken[b]
-		t.mem = c.store.take(n, c.meta.n)
-		c.stats.Taken++
-		t.pgnos = slices.Grow(t.pgnos[:0], n)[:n]
-		clear(t.pgnos)
-		p.held += n * ps
-		for i := 0; i < n; i++ {
-			if keep[i/64]&(1<<(i%64)) == 0 {
-				continue
-			}
-			pg := pgno(i)
-			if r, ok := p.slots[pg]; ok {
-				p.drop(r)
-			}
-			p.slots[pg] = pendSlot{buf: int32(b), slot: int32(i)}
-			t.pgnos[i] = pg
-		}
-	} else {
-		for i := 0; i < n; i++ {
-			if keep[i/64]&(1<<(i%64)) == 0 {
-				continue
-			}
-			pg := pgno(i)
-			r, ok := p.slots[pg]
-			if !ok || r.buf >= 0 {
-				if ok {
-					p.drop(r)
+		pg := pgno(i)
+		s, ok := p.slots[pg]
+		if !ok {
+			if k := len(p.free); k > 0 {
+				s, p.free = p.free[k-1], p.free[:k-1]
+			} else {
+				s = p.nslots
+				p.nslots++
+				if need := p.nslots * ps; need > len(p.mem) {
+					m := make([]byte, max(need, 2*len(p.mem), 16*ps))
+					copy(m, p.mem)
+					p.mem = m
 				}
-				r = pendSlot{buf: -1, slot: int32(p.copySlot())}
-				p.slots[pg] = r
 			}
-			page, err := c.store.page(s0+i, c.scratch())
-			if err != nil {
-				return false, err
-			}
-			copy(p.mem[int(r.slot)*ps:(int(r.slot)+1)*ps], page)
+			p.slots[pg] = s
 		}
+		page, err := c.store.page(s0+i, c.scratch())
+		if err != nil {
+			return false, err
+		}
+		copy(p.mem[s*ps:(s+1)*ps], page)
 	}
 	if p.n > 0 {
 		c.stats.Coalesced++
@@ -244,17 +165,14 @@ func (c *Capture) flushPendingLocked() error {
 		return err
 	}
 	// The pages go out in slot order, runs of live slots straight from
-	// the copy buffer, then from each taken arena (a record's pages may
-	// come in any order: the directory names them). A run of at least
-	// half the spool's buffer skips the buffer's copy (segFile.WriteAt); a
-	// W1 transaction is one run of hundreds of pages. Slots no page uses
-	// (pgno 0 here) end a run.
+	// p.mem (a record's pages may come in any order: the directory names
+	// them). A run of at least half the spool's buffer skips the buffer's
+	// copy (segFile.WriteAt); a W1 group is one run of thousands of
+	// pages. Slots freed by a shrink (pgno 0 here) end a run.
 	p.pgnos = slices.Grow(p.pgnos[:0], p.nslots)[:p.nslots]
 	clear(p.pgnos)
-	for pg, r := range p.slots {
-		if r.buf < 0 {
-			p.pgnos[r.slot] = pg
-		}
+	for pg, s := range p.slots {
+		p.pgnos[s] = pg
 	}
 	a, err := c.spool.begin(RecordHeader{Kind: KindWAL, PageSize: uint32(p.ps), DBPages: p.dbPages, NPages: uint32(len(p.slots)), WAL: p.id})
 	if err != nil {
@@ -267,15 +185,20 @@ func (c *Capture) flushPendingLocked() error {
 		a.Abort()
 		return c.failLocked(fmt.Errorf("wal: coalesced transactions were to be txid %d, but the spool appends %d", p.txid, a.Txid()))
 	}
-	if err := addRuns(a, p.pgnos, p.mem, p.ps); err != nil {
-		a.Abort()
-		return c.failLocked(err)
-	}
-	for _, t := range p.taken {
-		if err := addRuns(a, t.pgnos, t.mem, p.ps); err != nil {
+	for i := 0; i < p.nslots; {
+		if p.pgnos[i] == 0 {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < p.nslots && p.pgnos[j] != 0 {
+			j++
+		}
+		if err := a.AddRun(p.pgnos[i:j], p.mem[i*p.ps:j*p.ps]); err != nil {
 			a.Abort()
 			return c.failLocked(err)
 		}
+		i = j
 	}
 	txid, err := a.Commit()
 	if err != nil {
@@ -283,33 +206,8 @@ func (c *Capture) flushPendingLocked() error {
 	}
 	c.unconfirmed = append(c.unconfirmed, pendingConfirm{txid: txid, gen: p.gen, frame: p.id.Frame})
 	p.n = 0
-	for i := range p.taken {
-		c.store.recycle(p.taken[i].mem)
-		p.taken[i].mem = nil
-	}
-	p.taken, p.held = p.taken[:0], 0
 	if len(p.mem) > 4*c.opts.Coalesce {
 		p.mem = nil // do not keep a large buffer
-	}
-	return nil
-}
-
-// addRuns appends the pages of mem whose pgnos entry is not 0, as runs of
-// consecutive slots.
-func addRuns(a *Appender, pgnos []uint32, mem []byte, ps int) error {
-	for i := 0; i < len(pgnos); {
-		if pgnos[i] == 0 {
-			i++
-			continue
-		}
-		j := i + 1
-		for j < len(pgnos) && pgnos[j] != 0 {
-			j++
-		}
-		if err := a.AddRun(pgnos[i:j], mem[i*ps:j*ps]); err != nil {
-			return err
-		}
-		i = j
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package wal
 import (
 	"fmt"
 	"os"
-	"slices"
 )
 
 // pageStore holds the page bytes of frames capture has not settled yet,
@@ -14,19 +13,13 @@ import (
 // crash the WAL itself is the source of truth.
 //
 // Memory is bounded by the arena (memBytes) whatever the transaction
-// size; frame metadata (frameMeta) costs 28 bytes per frame on top. A
-// coalescing group may take an arena whole (take): it then counts against
-// the group's own bound (CaptureOptions.Coalesce), and comes back to the
-// store's spares (recycle, at most memBytes in all) once the group is
-// appended.
+// size; frame metadata (frameMeta) costs 28 bytes per frame on top.
 type pageStore struct {
 	fs       FS
 	path     string
 	memBytes int
 	ps       int
-	mem      []byte   // grows up to memSlots*ps
-	spare    [][]byte // arenas given back (recycle), at most memBytes in all
-	lastLen  int      // length of the last arena taken
+	mem      []byte // grows up to memSlots*ps
 	spill    File
 	spillLen int64 // high-water mark of spill file use since the last shrink
 }
@@ -87,35 +80,12 @@ func (st *pageStore) write(slot, in int, p []byte) error {
 }
 
 func (st *pageStore) growMem(end int) {
-	if len(st.mem) == 0 {
-		// A new arena (the last one was taken): the largest recycled one,
-		// else one as large as the last arena grew, so that a workload of
-		// alike transactions does not go through a chain of doublings
-		// (copies, and memory to fault in) for each.
-		if k := st.largestSpare(); k >= 0 {
-			st.mem = st.spare[k]
-			st.spare = slices.Delete(st.spare, k, k+1)
-			if end <= len(st.mem) {
-				return
-			}
-		}
-	}
-	n := max(len(st.mem)*2, 64<<10, end, st.lastLen)
+	n := max(len(st.mem)*2, 64<<10, end)
 	n = min(n, st.memSlots()*st.ps)
 	n = max(n, end)
 	m := make([]byte, n)
 	copy(m, st.mem)
 	st.mem = m
-}
-
-func (st *pageStore) largestSpare() int {
-	k := -1
-	for i, b := range st.spare {
-		if k < 0 || len(b) > len(st.spare[k]) {
-			k = i
-		}
-	}
-	return k
 }
 
 func (st *pageStore) openSpill() error {
@@ -172,45 +142,6 @@ func (st *pageStore) run(slot, n int) []byte {
 	return st.mem[slot*st.ps : end]
 }
 
-// inMemory reports whether slots [0, n) are in the arena.
-func (st *pageStore) inMemory(n int) bool { return n <= st.memSlots() }
-
-// take hands the caller slots [0, n) of the arena, which must be in
-// memory (inMemory), without copying them: the caller owns the returned
-// slice (its length is n pages) until it gives it back with recycle. The
-// store goes on with another arena (a recycled one if it has one), where
-// slots [n, used) keep their positions and contents.
-func (st *pageStore) take(n, used int) []byte {
-	old := st.mem
-	st.mem, st.lastLen = nil, len(old)
-	if hi := min(used, st.memSlots()); hi > n {
-		st.growMem(hi * st.ps)
-		copy(st.mem[n*st.ps:hi*st.ps], old[n*st.ps:hi*st.ps])
-	}
-	if end := n * st.ps; len(old) < end {
-		// Never written up to the end: the rest reads as zeros, as page
-		// does.
-		m := make([]byte, end)
-		copy(m, old)
-		old = m
-	}
-	return old[:n*st.ps]
-}
-
-// recycle gives back an arena that take handed out, for a later arena to
-// reuse (no new memory to fault in and clear). Buffers beyond memBytes in
-// all are left to the garbage collector.
-func (st *pageStore) recycle(b []byte) {
-	b = b[:cap(b)]
-	total := len(b)
-	for _, x := range st.spare {
-		total += len(x)
-	}
-	if total <= st.memBytes {
-		st.spare = append(st.spare, b)
-	}
-}
-
 // move copies n slots from src to dst (dst < src), for compaction after a
 // transaction is settled. n is small (the frames of the next transaction
 // written before the previous one was finalized).
@@ -233,5 +164,5 @@ func (st *pageStore) close() {
 		st.fs.Remove(st.path)
 		st.spill = nil
 	}
-	st.mem, st.spare = nil, nil
+	st.mem = nil
 }
