@@ -18,7 +18,7 @@ func TestChecksumForms(t *testing.T) {
 	}
 	tab := newCksumTable()
 	rng := rand.New(rand.NewPCG(1, 2))
-	buf := make([]byte, 65536+cksumBlock+64+24)
+	buf := make([]byte, 65536+cksumBlock+64+32)
 	for i := range buf {
 		buf[i] = byte(rng.Uint32())
 	}
@@ -28,7 +28,7 @@ func TestChecksumForms(t *testing.T) {
 	}
 	seeds := [][2]uint32{{0, 0}, {1, 2}, {0xffffffff, 0xffffffff}, {rng.Uint32(), rng.Uint32()}}
 	for _, n := range lengths {
-		for _, off := range []int{0, 8, 24} { // unaligned starts too
+		for _, off := range []int{0, 1, 3, 8, 17, 24, 31} { // unaligned starts too
 			b := buf[off : off+n]
 			for _, s := range seeds {
 				want := walChecksumScalar(false, b, s)
@@ -73,8 +73,16 @@ func TestChecksumKnownFrame(t *testing.T) {
 }
 
 func FuzzChecksum(f *testing.F) {
-	f.Add(make([]byte, 520), uint32(0), uint32(0))
-	f.Add(make([]byte, 1024), uint32(1), uint32(0xffffffff))
+	// Random bytes: with zeros a wrong coefficient or a dropped chunk
+	// would add nothing and go unseen.
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{520, 1024, 4096 + 24} {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		f.Add(b, rng.Uint32(), uint32(0xffffffff))
+	}
 	f.Fuzz(func(t *testing.T, b []byte, s0, s1 uint32) {
 		b = b[:len(b)&^7]
 		s := [2]uint32{s0, s1}
