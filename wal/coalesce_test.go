@@ -263,7 +263,7 @@ func TestCaptureTornGroupNeverAppended(t *testing.T) {
 }
 
 // TestCoalesceLargeAndSmallTransactions: groups of large transactions
-// (hundreds of pages, up to half the bound), small ones that rewrite
+// (tens to hundreds of pages, up to half the bound), small ones that rewrite
 // their pages, large ones that rewrite earlier ones' pages, and deletes
 // that shrink the database (auto_vacuum=full: versions past the new end
 // are dropped from the group). After every round the spool, replayed, is
