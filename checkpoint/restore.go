@@ -29,10 +29,13 @@ type RestoreOptions struct {
 	// would apply to the restored file): Overwrite removes them.
 	Path      string
 	Overwrite bool
-	// Parallel workers (default 8): GETs and writes in flight. MaxRead
-	// (default 2 MiB): frames are read from a GET's body in blocks of at
-	// most that, and written from there. Memory is about Parallel *
-	// MaxRead, whatever the database size.
+	// Parallel workers (default 8), each restoring one region of the file
+	// at a time (restore_plan.go): its bases one GET after the other, then
+	// its deltas with up to 32 GETs at once. MaxRead (default 2 MiB): a
+	// worker's read buffer; frames are read from a GET's body in blocks
+	// of at most that (shared between the GETs read together), and
+	// written from there. Memory is about Parallel * MaxRead, whatever
+	// the database size.
 	Parallel int
 	MaxRead  int64
 	// DeltaBudget is accepted and ignored: delta pages are no longer held
@@ -64,8 +67,9 @@ type RestoreResult struct {
 }
 
 // Restore materialises a plain SQLite database file at a boundary: every
-// page resolved through the catalog's page map at that boundary, each
-// object it uses streamed once with parallel GETs (restore_plan.go), each
+// page resolved through the catalog's page map at that boundary, the file
+// restored region by region by parallel workers, each region streaming
+// the stretch of every object its pages use (restore_plan.go), each
 // frame verified (delta.DecodeFrame: page number, length, hash) before it
 // is written, pages never written at the boundary as zeros, the file
 // exactly DBPages * PageSize bytes. It is written to a temporary file,

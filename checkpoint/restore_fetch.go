@@ -36,33 +36,53 @@ func fetchPages(ctx context.Context, opts RestoreOptions, snap *manifest.Snapsho
 	rs := &restorer{ctx: ctx, store: opts.Store, snap: snap, f: f, ps: ps, fs: delta.FrameSize(ps), db: snap.DBPages()}
 	rs.maxRead = max(rs.fs, opts.MaxRead/rs.fs*rs.fs)
 
-	bases, deltas, zeros, err := rs.plan()
+	objs, regions, zeros, err := rs.plan(regionPages(rs.db, ps, opts.Parallel, minRegionReads*rs.maxRead))
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	for _, phase := range [][]*objPlan{bases, deltas} {
-		if err := rs.runPhase(planPieces(phase, ps, opts.Parallel, minPieceReads*rs.maxRead), opts.Parallel); err != nil {
-			return 0, 0, 0, err
-		}
+	err = rs.runPhase(len(regions), opts.Parallel, func(ctx context.Context, i int, buf []byte, w *pageWriter) error {
+		return rs.restoreRegion(ctx, &regions[i], buf, w)
+	})
+	if err != nil {
+		return 0, 0, 0, err
 	}
-	for _, phase := range [][]*objPlan{bases, deltas} {
-		for _, o := range phase {
-			if w := o.wrote.Load(); w != o.pages {
-				return 0, 0, 0, errorf("restore: %s: %d of the %d pages the boundary reads from it were found in frames %d..%d",
-					o.obj.Key, w, o.pages, o.first, o.last)
-			}
+	for _, o := range objs {
+		if w := o.wrote.Load(); w != o.pages {
+			return 0, 0, 0, errorf("restore: %s: %d of the %d pages the boundary reads from it were found in frames %d..%d",
+				o.obj.Key, w, o.pages, o.first, o.last)
 		}
 	}
 	return zeros, rs.gets.Load(), rs.getBytes.Load(), nil
 }
 
-// plan resolves every page (handle resolves each fetched frame's page
-// again to place it): per object, the span of frames used and
-// how many pages resolve to it; bases and deltas apart, in object order.
-// Memory: one objPlan per object.
-func (rs *restorer) plan() (bases, deltas []*objPlan, zeros uint32, err error) {
+// restoreRegion writes the pages of r: its base pieces (phase 1), then,
+// once every one of their writes returned, its delta pieces merged in page
+// order (phase 2), then starts the region's write-back (restore_plan.go).
+func (rs *restorer) restoreRegion(ctx context.Context, r *region, buf []byte, w *pageWriter) error {
+	for _, p := range r.bases {
+		if err := rs.fetchPiece(ctx, p, buf, w); err != nil {
+			return err
+		}
+	}
+	if err := rs.mergePieces(ctx, r.deltas, buf, w); err != nil {
+		return err
+	}
+	startWriteback(rs.f, int64(r.lo-1)*int64(rs.ps), int64(r.hi-r.lo+1)*int64(rs.ps))
+	return nil
+}
+
+// plan resolves every page (place resolves each fetched frame's page
+// again to place it): per object, the span of frames used and how many
+// pages resolve to it; per region of size pages (regionPages), the span
+// of frames its pages use in each object, bases and deltas apart.
+// Memory: one objPlan per object, one piece per object and region.
+func (rs *restorer) plan(size uint32) (objs []*objPlan, regions []region, zeros uint32, err error) {
 	byID := map[uint64]*objPlan{}
+	for lo := uint64(1); lo <= uint64(rs.db); lo += uint64(size) {
+		regions = append(regions, region{lo: uint32(lo), hi: uint32(min(lo+uint64(size)-1, uint64(rs.db)))})
+	}
 	for p := uint32(1); p <= rs.db; p++ {
+		k := int((p - 1) / size)
 		loc, err := rs.snap.Resolve(p)
 		if err != nil {
 			return nil, nil, 0, errorf("restore: resolve page %d: %w", p, err)
@@ -81,13 +101,9 @@ func (rs *restorer) plan() (bases, deltas []*objPlan, zeros uint32, err error) {
 				return nil, nil, 0, errorf("restore: page %d resolves to frame %d of %s, which holds %d frames in %d bytes",
 					p, loc.Frame, loc.Object.Key, loc.Object.PageCount, loc.Object.Size)
 			}
-			o = &objPlan{obj: loc.Object, first: loc.Frame, last: loc.Frame}
+			o = &objPlan{obj: loc.Object, first: loc.Frame, last: loc.Frame, region: -1}
 			byID[loc.Object.ID] = o
-			if o.base() {
-				bases = append(bases, o)
-			} else {
-				deltas = append(deltas, o)
-			}
+			objs = append(objs, o)
 		}
 		if loc.Frame >= o.obj.PageCount {
 			return nil, nil, 0, errorf("restore: page %d resolves to frame %d of %s, which holds %d frames",
@@ -95,14 +111,33 @@ func (rs *restorer) plan() (bases, deltas []*objPlan, zeros uint32, err error) {
 		}
 		o.first, o.last = min(o.first, loc.Frame), max(o.last, loc.Frame)
 		o.pages++
+		r := &regions[k]
+		list := &r.deltas
+		if o.base() {
+			list = &r.bases
+		}
+		if o.region != k {
+			o.region, o.at = k, len(*list)
+			*list = append(*list, piece{plan: o, first: loc.Frame, last: loc.Frame})
+			continue
+		}
+		sp := &(*list)[o.at]
+		sp.first, sp.last = min(sp.first, loc.Frame), max(sp.last, loc.Frame)
 	}
-	return bases, deltas, zeros, nil
+	for i := range regions {
+		for j := range regions[i].bases {
+			p := &regions[i].bases[j]
+			p.whole = p.frames()*wholeObjectDen >= int64(p.plan.obj.PageCount)*wholeObjectNum
+		}
+	}
+	return objs, regions, zeros, nil
 }
 
-// runPhase runs pieces on workers and returns when every one has
-// returned: the first error cancels the rest.
-func (rs *restorer) runPhase(pieces []piece, workers int) error {
-	if len(pieces) == 0 {
+// runPhase runs do(0) .. do(n-1) on workers, each with its own read
+// buffer and page writer, and returns when every one has returned: the
+// first error cancels the rest.
+func (rs *restorer) runPhase(n, workers int, do func(ctx context.Context, i int, buf []byte, w *pageWriter) error) error {
+	if n == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(rs.ctx)
@@ -112,20 +147,20 @@ func (rs *restorer) runPhase(pieces []piece, workers int) error {
 		firstErr error
 		wg       sync.WaitGroup
 	)
-	next := make(chan piece, len(pieces))
-	for _, p := range pieces {
-		next <- p
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
 	}
 	close(next)
-	for range min(workers, len(pieces)) {
+	for range min(workers, n) {
 		wg.Go(func() {
 			buf := make([]byte, rs.maxRead)
 			w := newPageWriter(rs.f, rs.ps)
-			for p := range next {
+			for i := range next {
 				if ctx.Err() != nil {
 					return
 				}
-				if err := rs.fetchPiece(ctx, p, buf, w); err != nil {
+				if err := do(ctx, i, buf, w); err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 					return
 				}
@@ -219,48 +254,11 @@ func (rs *restorer) stream(ctx context.Context, p piece, from uint32, buf []byte
 // handle verifies and writes the frames in b (frames first, first+1, ...
 // of o). Every write is done when it returns: b can be reused.
 func (rs *restorer) handle(o *objPlan, first uint32, b []byte, w *pageWriter) error {
-	obj := o.obj
 	n := uint32(int64(len(b)) / rs.fs)
 	var wrote int64
 	for k := range n {
-		fi := first + k
-		frame := b[int64(k)*rs.fs : int64(k+1)*rs.fs]
-		var pgno uint32
-		if o.base() {
-			// A base's frame fi is page FirstPgno + fi (delta format).
-			if p := uint64(obj.FirstPgno) + uint64(fi); p >= 1 && p <= uint64(rs.db) {
-				pgno = uint32(p)
-			}
-		} else if p := delta.FramePgno(frame); p >= 1 && p <= rs.db {
-			pgno = p
-		}
-		if pgno == 0 {
-			if err := w.flush(); err != nil {
-				return err
-			}
-			continue
-		}
-		loc, err := rs.snap.Resolve(pgno)
+		exact, err := rs.place(o, first+k, b[int64(k)*rs.fs:int64(k+1)*rs.fs], w)
 		if err != nil {
-			return errorf("restore: resolve page %d: %w", pgno, err)
-		}
-		// The page's version in this frame (exact), or, in a base, a
-		// page a delta of phase 2 writes over (filler: keeps the base's
-		// writes long; checked all the same, as every base frame
-		// fetched, so a damaged object is reported, not papered over).
-		exact := loc.Kind == manifest.InObject && loc.Object.ID == obj.ID && loc.Frame == fi
-		filler := o.base() && loc.Kind == manifest.InObject && loc.Object.Kind != manifest.ObjectBase
-		if !exact && !filler {
-			if err := w.flush(); err != nil {
-				return err
-			}
-			continue
-		}
-		page, _, err := delta.DecodeFrame(frame, pgno, rs.ps)
-		if err != nil {
-			return errorf("restore: %s, frame %d, page %d: %w", obj.Key, fi, pgno, err)
-		}
-		if err := w.add(pgno, page); err != nil {
 			return err
 		}
 		if exact {
@@ -269,6 +267,44 @@ func (rs *restorer) handle(o *objPlan, first uint32, b []byte, w *pageWriter) er
 	}
 	o.wrote.Add(wrote)
 	return w.flush()
+}
+
+// place verifies frame fi of o and hands its page to w when the boundary
+// reads it there (exact) or, in a base, when a delta of phase 2 writes
+// over it (filler); any other frame ends w's run and is not written. w
+// keeps a reference to frame until it is flushed.
+func (rs *restorer) place(o *objPlan, fi uint32, frame []byte, w *pageWriter) (exact bool, err error) {
+	obj := o.obj
+	var pgno uint32
+	if o.base() {
+		// A base's frame fi is page FirstPgno + fi (delta format).
+		if p := uint64(obj.FirstPgno) + uint64(fi); p >= 1 && p <= uint64(rs.db) {
+			pgno = uint32(p)
+		}
+	} else if p := delta.FramePgno(frame); p >= 1 && p <= rs.db {
+		pgno = p
+	}
+	if pgno == 0 {
+		return false, w.flush()
+	}
+	loc, err := rs.snap.Resolve(pgno)
+	if err != nil {
+		return false, errorf("restore: resolve page %d: %w", pgno, err)
+	}
+	// The page's version in this frame (exact), or, in a base, a page a
+	// delta of phase 2 writes over (filler: keeps the base's writes long;
+	// checked all the same, as every base frame fetched, so a damaged
+	// object is reported, not papered over).
+	exact = loc.Kind == manifest.InObject && loc.Object.ID == obj.ID && loc.Frame == fi
+	filler := o.base() && loc.Kind == manifest.InObject && loc.Object.Kind != manifest.ObjectBase
+	if !exact && !filler {
+		return false, w.flush()
+	}
+	page, _, err := delta.DecodeFrame(frame, pgno, rs.ps)
+	if err != nil {
+		return false, errorf("restore: %s, frame %d, page %d: %w", obj.Key, fi, pgno, err)
+	}
+	return exact, w.add(pgno, page)
 }
 
 // maxWrite bounds one write, and writes are aligned to it in the file.

@@ -76,7 +76,8 @@ func shrunk(t *testing.T, store remote.Store) (*synth, []uint64) {
 	return s, b
 }
 
-// Whole-object versus ranged fetch: with default options every object the
+// Whole-object versus ranged fetch: with default options (a database this
+// small is one region) every object the
 // boundary uses is fetched exactly once, objects it does not use never; a
 // GET without a range is only sent for an object whose used frames are at
 // least 7/8 of it, any other GET asks for exactly the used frames.
@@ -240,39 +241,55 @@ func TestRestoreNamesDamagedObject(t *testing.T) {
 
 // A body that ends early once (a connection dropped mid-object) is asked
 // for again from the first frame not yet written, and the restore is
-// right; a body that always ends early fails naming the object.
+// right; a body that always ends early fails naming the object. Both for
+// a base (phase 1) and for the delta the boundary uses most (phase 2's
+// merge).
 func TestRestoreRetriesBrokenBody(t *testing.T) {
 	s, _ := shrunk(t, fsStore(t))
 	ctx := context.Background()
-	base := ""
-	for _, o := range s.cat.Snapshot().Objects() {
-		if o.Kind == manifest.ObjectBase {
+	snap := s.cat.Snapshot()
+	used := spans(t, snap)
+	base, dlt := "", ""
+	for _, o := range snap.Objects() {
+		sp, ok := used[o.Key]
+		switch {
+		case !ok:
+		case o.Kind == manifest.ObjectBase && base == "":
 			base = o.Key
-			break
+		case o.Kind != manifest.ObjectBase && (dlt == "" || sp[1]-sp[0] > used[dlt][1]-used[dlt][0]):
+			dlt = o.Key
 		}
 	}
-	for _, sticky := range []bool{false, true} {
-		fs := fault.New(s.store, fault.Config{})
-		// Once: past three frames, so the retry starts mid-object (reads
-		// of two frames). Always: inside the first frame of every GET.
-		keep := int64(3*4112 + 500)
-		if sticky {
-			keep = 100
-		}
-		must(t, fs.Inject(fault.Fault{Kind: fault.TruncateEOF, Op: fault.OpGet, Prefix: base, Keep: keep, Sticky: sticky}))
-		path := filepath.Join(t.TempDir(), "r.db")
-		res, err := Restore(ctx, RestoreOptions{Store: fs, Catalog: s.cat, Path: path, MaxRead: 2 * 4112})
-		if sticky {
-			if err == nil || !strings.Contains(err.Error(), base) {
-				t.Fatalf("always-broken body: %v", err)
+	if base == "" || dlt == "" || used[dlt][1] == used[dlt][0] {
+		t.Fatalf("want a base and a delta of several frames in use: %q %q %v", base, dlt, used)
+	}
+	clean, err := Restore(ctx, RestoreOptions{Store: s.store, Catalog: s.cat, Path: filepath.Join(t.TempDir(), "clean.db"), MaxRead: 2 * 4112})
+	must(t, err)
+	for _, target := range []struct {
+		key  string
+		keep int64 // once: past this many bytes, so that the retry starts mid-stream (reads of two frames)
+	}{{base, 3*4112 + 500}, {dlt, 4112 + 500}} {
+		for _, sticky := range []bool{false, true} {
+			fs := fault.New(s.store, fault.Config{})
+			keep := target.keep
+			if sticky {
+				keep = 100 // inside the first frame of every GET
 			}
-			continue
-		}
-		must(t, err)
-		got, _ := os.ReadFile(path)
-		sameBytes(t, "after a retry", got, s.model, 4096)
-		if want := int64(len(spans(t, s.cat.Snapshot()))) + 1; res.Gets != want {
-			t.Fatalf("%d GETs, want %d (one retry)", res.Gets, want)
+			must(t, fs.Inject(fault.Fault{Kind: fault.TruncateEOF, Op: fault.OpGet, Prefix: target.key, Keep: keep, Sticky: sticky}))
+			path := filepath.Join(t.TempDir(), "r.db")
+			res, err := Restore(ctx, RestoreOptions{Store: fs, Catalog: s.cat, Path: path, MaxRead: 2 * 4112})
+			if sticky {
+				if err == nil || !strings.Contains(err.Error(), target.key) {
+					t.Fatalf("%s always broken: %v", target.key, err)
+				}
+				continue
+			}
+			must(t, err)
+			got, _ := os.ReadFile(path)
+			sameBytes(t, "after a retry", got, s.model, 4096)
+			if want := clean.Gets + 1; res.Gets != want {
+				t.Fatalf("%s broken once: %d GETs, want %d (one retry)", target.key, res.Gets, want)
+			}
 		}
 	}
 }

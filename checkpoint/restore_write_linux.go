@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // writeScratch is what writePages reuses between calls.
@@ -66,4 +68,17 @@ func writePages(f *os.File, off int64, pages [][]byte, sc *writeScratch) error {
 	}
 	runtime.KeepAlive(pages)
 	return nil
+}
+
+// startWriteback asks the kernel to start writing back n bytes of f at
+// off, and does not wait (sync_file_range with SYNC_FILE_RANGE_WRITE). It
+// is a hint that lets write-back overlap the rest of a restore: the final
+// fsync is what makes the file durable, and reports any write error, so a
+// failed hint is ignored.
+func startWriteback(f *os.File, off, n int64) {
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE)
+		})
+	}
 }
