@@ -31,13 +31,20 @@ type RestoreOptions struct {
 	Overwrite bool
 	// Parallel workers (default 8), each restoring one region of the file
 	// at a time (restore_plan.go): its bases one GET after the other, then
-	// its deltas with up to 32 GETs at once. MaxRead (default 2 MiB): a
-	// worker's read buffer; frames are read from a GET's body in blocks
-	// of at most that (shared between the GETs read together), and
-	// written from there. Memory is about Parallel * MaxRead, whatever
-	// the database size.
+	// its deltas with up to 32 GETs at once. MaxRead (default 2 MiB, at
+	// most 256 MiB): a worker's read buffer; frames are read from a GET's
+	// body in blocks of at most that (shared between the GETs read
+	// together), and written from there. Memory is about Parallel *
+	// MaxRead, whatever the database size.
 	Parallel int
 	MaxRead  int64
+	// MaxGets bounds the GETs whose bodies are open at once (default
+	// Parallel * 32, at most 256; never below 1). A store whose client
+	// limits its connections (an HTTP transport's MaxConnsPerHost, say)
+	// needs MaxGets at or below that limit: a merge of delta streams holds
+	// its bodies open while it waits for more, so a smaller limit would
+	// leave it waiting for a connection another open body holds.
+	MaxGets int
 	// DeltaBudget is accepted and ignored: delta pages are no longer held
 	// in memory (they are written straight from their objects).
 	DeltaBudget int64
@@ -45,6 +52,16 @@ type RestoreOptions struct {
 	// folder of Path).
 	TempDir string
 }
+
+// maxMaxRead caps RestoreOptions.MaxRead: larger buffers gain nothing
+// and could not be allocated, and the sizes derived from it must not
+// overflow. defaultMaxGets caps the default of RestoreOptions.MaxGets:
+// more open bodies than that are file descriptors or connections without
+// gain.
+const (
+	maxMaxRead     = 256 << 20
+	defaultMaxGets = 256
+)
 
 // RestoreResult describes a restored file.
 type RestoreResult struct {
@@ -84,6 +101,10 @@ func Restore(ctx context.Context, opts RestoreOptions) (res RestoreResult, err e
 	}
 	if opts.MaxRead <= 0 {
 		opts.MaxRead = 2 << 20
+	}
+	opts.MaxRead = min(opts.MaxRead, maxMaxRead)
+	if opts.MaxGets <= 0 {
+		opts.MaxGets = min(opts.Parallel*maxMerge, defaultMaxGets)
 	}
 	if !opts.Overwrite {
 		for _, p := range append([]string{opts.Path}, sidecars(opts.Path)...) {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/bopstore/bop/delta"
 	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
@@ -15,14 +17,19 @@ import (
 
 // restorer holds what the workers share.
 type restorer struct {
-	ctx      context.Context
-	store    remote.Store
-	snap     *manifest.Snapshot
-	f        *os.File
-	ps       uint32
-	fs       int64
-	db       uint32
-	maxRead  int64 // bytes of frames one read of a body fills
+	ctx     context.Context
+	store   remote.Store
+	snap    *manifest.Snapshot
+	f       *os.File
+	ps      uint32
+	fs      int64
+	db      uint32
+	maxRead int64 // bytes of frames one read of a body fills
+	// bodies bounds the GET bodies open at once (RestoreOptions.MaxGets):
+	// a phase-1 piece takes one, a merge all of its streams at once, so
+	// that no worker holds bodies while it waits for more.
+	bodies   *semaphore.Weighted
+	maxGets  int
 	gets     atomic.Int64
 	getBytes atomic.Int64
 }
@@ -34,7 +41,11 @@ func fetchPages(ctx context.Context, opts RestoreOptions, snap *manifest.Snapsho
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rs := &restorer{ctx: ctx, store: opts.Store, snap: snap, f: f, ps: ps, fs: delta.FrameSize(ps), db: snap.DBPages()}
-	rs.maxRead = max(rs.fs, opts.MaxRead/rs.fs*rs.fs)
+	// A worker's buffer: MaxRead (at most maxMaxRead), no larger than the
+	// database's frames, whole frames, at least one.
+	rs.maxRead = max(rs.fs, min(opts.MaxRead, maxMaxRead, int64(rs.db)*rs.fs)/rs.fs*rs.fs)
+	rs.maxGets = max(1, opts.MaxGets)
+	rs.bodies = semaphore.NewWeighted(int64(rs.maxGets))
 
 	objs, regions, zeros, err := rs.plan(regionPages(rs.db, ps, opts.Parallel, minRegionReads*rs.maxRead))
 	if err != nil {
@@ -60,7 +71,12 @@ func fetchPages(ctx context.Context, opts RestoreOptions, snap *manifest.Snapsho
 // order (phase 2), then starts the region's write-back (restore_plan.go).
 func (rs *restorer) restoreRegion(ctx context.Context, r *region, buf []byte, w *pageWriter) error {
 	for _, p := range r.bases {
-		if err := rs.fetchPiece(ctx, p, buf, w); err != nil {
+		if err := rs.bodies.Acquire(ctx, 1); err != nil {
+			return err
+		}
+		err := rs.fetchPiece(ctx, p, buf, w)
+		rs.bodies.Release(1)
+		if err != nil {
 			return err
 		}
 	}

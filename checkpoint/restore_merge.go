@@ -23,7 +23,8 @@ import (
 // worker's buffer (at least one frame; fewer streams at once when the
 // buffer holds fewer frames), so memory stays Parallel * MaxRead.
 
-// maxMerge bounds the streams (GETs) one merge reads at once.
+// maxMerge bounds the streams (GETs) one merge reads at once (and
+// RestoreOptions.MaxGets, the GETs of the whole restore).
 const maxMerge = 32
 
 // mergeStream is one piece being merged: a ranged GET of its frames and
@@ -40,11 +41,19 @@ type mergeStream struct {
 
 // mergePieces writes the delta pages of a region (restore_plan.go).
 func (rs *restorer) mergePieces(ctx context.Context, pieces []piece, buf []byte, w *pageWriter) error {
-	width := int(min(maxMerge, max(1, int64(len(buf))/rs.fs)))
+	width := int(min(maxMerge, int64(rs.maxGets), max(1, int64(len(buf))/rs.fs)))
 	for len(pieces) > 0 {
 		g := pieces[:min(len(pieces), width)]
 		pieces = pieces[len(g):]
-		if err := rs.merge(ctx, g, buf, w); err != nil {
+		// All of the merge's bodies at once, or none: a merge holding
+		// some while it waited for others could wait forever on merges
+		// doing the same.
+		if err := rs.bodies.Acquire(ctx, int64(len(g))); err != nil {
+			return err
+		}
+		err := rs.merge(ctx, g, buf, w)
+		rs.bodies.Release(int64(len(g)))
+		if err != nil {
 			return err
 		}
 	}

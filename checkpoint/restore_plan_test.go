@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/bopstore/bop/delta"
 	"github.com/bopstore/bop/manifest"
@@ -216,5 +218,115 @@ func TestRestoreCancelledInMerge(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Fatalf("a cancelled restore left %d files, %s first", len(left), left[0].Name())
+	}
+}
+
+// connLimited lets at most cap(sem) GET bodies be open at once: a Get
+// waits for a slot, as an HTTP client with MaxConnsPerHost waits for a
+// connection. It records the most bodies ever open.
+type connLimited struct {
+	remote.Store
+	sem      chan struct{}
+	mu       sync.Mutex
+	open, hi int
+}
+
+type limitedBody struct {
+	io.ReadCloser
+	once sync.Once
+	c    *connLimited
+}
+
+func (b *limitedBody) Close() error {
+	b.once.Do(func() {
+		b.c.mu.Lock()
+		b.c.open--
+		b.c.mu.Unlock()
+		<-b.c.sem
+	})
+	return b.ReadCloser.Close()
+}
+
+func (c *connLimited) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, remote.ObjectInfo, error) {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, remote.ObjectInfo{}, ctx.Err()
+	}
+	rc, info, err := c.Store.Get(ctx, key, off, n)
+	if err != nil {
+		<-c.sem
+		return nil, info, err
+	}
+	c.mu.Lock()
+	c.open++
+	c.hi = max(c.hi, c.open)
+	c.mu.Unlock()
+	return &limitedBody{ReadCloser: rc, c: c}, info, nil
+}
+
+// wideDeltas publishes a 600-page image and 40 deltas of 12 random pages
+// each: with reads of 32 frames the database is 5 regions, each reading
+// from most of the deltas, so that merges of several workers run at once.
+func wideDeltas(t *testing.T, store remote.Store) *synth {
+	s := newSynth(t, store, synthOpts{chunkPages: 64, seed: 64, keep: true})
+	p := s.publisher(nil)
+	s.commit(600, nil, true)
+	publishNow(t, p)
+	for range 40 {
+		var pages []uint32
+		for range 12 {
+			pages = append(pages, 1+uint32(s.rng.IntN(600)))
+		}
+		s.commit(600, pages, false)
+		publishNow(t, p)
+	}
+	return s
+}
+
+// MaxGets bounds the bodies open at once, and a store that can open no
+// more than MaxGets does not stall a restore (merges take their bodies
+// all at once or wait holding none): 1, 4 and 31 bodies, by 3 and 8
+// workers merging deltas at once. By default a merge opens many at once,
+// never more than the default bound.
+func TestRestoreBoundedGets(t *testing.T) {
+	s := wideDeltas(t, fsStore(t))
+	fs := delta.FrameSize(4096)
+	for _, k := range []int{1, 4, 31} {
+		for _, par := range []int{3, 8} {
+			c := &connLimited{Store: s.store, sem: make(chan struct{}, k)}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			path := filepath.Join(t.TempDir(), "r.db")
+			_, err := Restore(ctx, RestoreOptions{Store: c, Catalog: s.cat, Path: path, Parallel: par, MaxGets: k, MaxRead: 32 * fs})
+			cancel()
+			if err != nil {
+				t.Fatalf("MaxGets %d, %d workers, a store of %d connections: %v", k, par, k, err)
+			}
+			got, _ := os.ReadFile(path)
+			sameBytes(t, "bounded GETs", got, s.model, 4096)
+			if c.hi > k {
+				t.Fatalf("MaxGets %d: %d bodies open at once", k, c.hi)
+			}
+		}
+	}
+	c := &connLimited{Store: s.store, sem: make(chan struct{}, 1000)}
+	_, err := Restore(context.Background(), RestoreOptions{Store: c, Catalog: s.cat, Path: filepath.Join(t.TempDir(), "r.db"), MaxRead: 32 * fs})
+	must(t, err)
+	if c.hi <= 32 || c.hi > defaultMaxGets {
+		t.Fatalf("default MaxGets: %d bodies open at once, want 33..%d", c.hi, defaultMaxGets)
+	}
+}
+
+// A MaxRead too large to allocate, or to multiply, is capped (and never
+// larger than the database), and the restore is right.
+func TestRestoreHugeMaxRead(t *testing.T) {
+	s, boundaries := manyDeltas(t, fsStore(t))
+	newest := boundaries[len(boundaries)-1]
+	for _, maxRead := range []int64{1 << 40, 1 << 61, 1<<63 - 1} {
+		path := filepath.Join(t.TempDir(), "r.db")
+		_, err := Restore(context.Background(), RestoreOptions{Store: s.store, Catalog: s.cat, Path: path, MaxRead: maxRead})
+		must(t, err)
+		got, _ := os.ReadFile(path)
+		sameBytes(t, "huge MaxRead", got, s.byTxid[newest], 4096)
 	}
 }

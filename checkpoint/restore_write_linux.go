@@ -13,6 +13,12 @@ import (
 // writeScratch is what writePages reuses between calls.
 type writeScratch struct{ iov []syscall.Iovec }
 
+// halfWord is half a word's bits: pwritev takes the offset as a low and a
+// high word, and the kernel joins them as (high << halfWord << halfWord)
+// | low, so that on 64-bit systems the high word is ignored and on 32-bit
+// ones it carries bits 32..63.
+const halfWord = unsafe.Sizeof(uintptr(0)) * 4
+
 // writePages writes pages back to back at off with pwritev: the verified
 // pages go from the fetched frames to the kernel without a copy into an
 // output buffer.
@@ -39,7 +45,7 @@ func writePages(f *os.File, off int64, pages [][]byte, sc *writeScratch) error {
 		var errno syscall.Errno
 		if cerr := rc.Write(func(fd uintptr) bool {
 			n, _, errno = syscall.Syscall6(syscall.SYS_PWRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)),
-				uintptr(off), uintptr(uint64(off)>>32>>32), 0)
+				uintptr(off), uintptr(uint64(off)>>halfWord>>halfWord), 0)
 			return errno != syscall.EAGAIN
 		}); cerr != nil {
 			return cerr
