@@ -51,7 +51,7 @@ func fetchPages(ctx context.Context, opts RestoreOptions, snap *manifest.Snapsho
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	err = rs.runPhase(len(regions), opts.Parallel, func(ctx context.Context, i int, buf []byte, w *pageWriter) error {
+	err = rs.runWorkers(len(regions), opts.Parallel, func(ctx context.Context, i int, buf []byte, w *pageWriter) error {
 		return rs.restoreRegion(ctx, &regions[i], buf, w)
 	})
 	if err != nil {
@@ -149,10 +149,10 @@ func (rs *restorer) plan(size uint32) (objs []*objPlan, regions []region, zeros 
 	return objs, regions, zeros, nil
 }
 
-// runPhase runs do(0) .. do(n-1) on workers, each with its own read
+// runWorkers runs do(0) .. do(n-1) on workers, each with its own read
 // buffer and page writer, and returns when every one has returned: the
 // first error cancels the rest.
-func (rs *restorer) runPhase(n, workers int, do func(ctx context.Context, i int, buf []byte, w *pageWriter) error) error {
+func (rs *restorer) runWorkers(n, workers int, do func(ctx context.Context, i int, buf []byte, w *pageWriter) error) error {
 	if n == 0 {
 		return nil
 	}
