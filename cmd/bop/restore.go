@@ -45,7 +45,7 @@ Examples:
 			at := fs.String("time", "", "restore the newest boundary published at or before this time (RFC 3339)")
 			out := fs.String("o", "", "output file (default: the database's name in the current folder)")
 			force := fs.Bool("f", false, "replace the output file if it exists")
-			parallel := fs.Int("parallel", 8, "ranged GETs and writes in flight")
+			parallel := fs.Int("parallel", 8, "workers, each restoring one region of the file at a time (with up to 32 GETs)")
 			return func(ctx context.Context, env *cmdEnv, args []string) error {
 				url, err := oneURL(args)
 				if err != nil {
