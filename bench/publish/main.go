@@ -31,7 +31,9 @@
 // Knobs: BOP_PUBLISH_BENCH_DELTAS (20: delta publishes in the restore
 // database), BOP_PUBLISH_BENCH_MAXREAD and BOP_PUBLISH_BENCH_PARALLEL
 // (restore options), BOP_PUBLISH_BENCH_CPUPROFILE (a CPU profile per
-// restore variant, for investigation).
+// restore variant, for investigation), BOP_PUBLISH_BENCH_GET_LATENCY (a
+// duration added before every GET of the restore variants, get and
+// range included: a distant store's time to first byte).
 //
 // Without BOP_S3_ENDPOINT it starts versitygw (.tools/bin/versitygw) on
 // 127.0.0.1 and stops it at the end.
@@ -61,6 +63,7 @@ import (
 	"github.com/bopstore/bop/checkpoint"
 	"github.com/bopstore/bop/manifest"
 	"github.com/bopstore/bop/remote"
+	"github.com/bopstore/bop/remote/fault"
 	"github.com/bopstore/bop/remote/fsstore"
 	"github.com/bopstore/bop/remote/s3store"
 	"github.com/bopstore/bop/wal"
@@ -218,6 +221,22 @@ func cpuNow() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// withGetLatency adds BOP_PUBLISH_BENCH_GET_LATENCY (a duration, say
+// 20ms) before every GET of store, as a distant object store's time to
+// first byte: restore's GETs against the plain GET's on a store where each
+// one costs a round trip.
+func withGetLatency(store remote.Store) (remote.Store, error) {
+	v := os.Getenv("BOP_PUBLISH_BENCH_GET_LATENCY")
+	if v == "" {
+		return store, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return nil, fmt.Errorf("BOP_PUBLISH_BENCH_GET_LATENCY: %w", err)
+	}
+	return fault.New(store, fault.Config{Latency: map[fault.Op]time.Duration{fault.OpGet: d}}), nil
 }
 
 func openStore(ctx context.Context, kind, dir, prefix string) (remote.Store, error) {
@@ -410,6 +429,9 @@ func restoreVariant(name, kind string, plain, baseline bool) harness.Variant {
 		src := filepath.Join(os.Getenv("BOP_PUBLISH_BENCH_DATA"), kind)
 		store, err := openStore(ctx, kind, filepath.Join(src, "store"), os.Getenv("BOP_PUBLISH_BENCH_PREFIX"))
 		if err != nil {
+			return nil, err
+		}
+		if store, err = withGetLatency(store); err != nil {
 			return nil, err
 		}
 		cat, err := manifest.Open(filepath.Join(src, "catalog.db"), manifest.Options{})
@@ -668,6 +690,9 @@ func rangeVariant(name, kind string, size int64, discard bool) harness.Variant {
 		src := filepath.Join(os.Getenv("BOP_PUBLISH_BENCH_DATA"), kind)
 		store, err := openStore(ctx, kind, filepath.Join(src, "store"), os.Getenv("BOP_PUBLISH_BENCH_PREFIX"))
 		if err != nil {
+			return nil, err
+		}
+		if store, err = withGetLatency(store); err != nil {
 			return nil, err
 		}
 		cat, err := manifest.Open(filepath.Join(src, "catalog.db"), manifest.Options{})
