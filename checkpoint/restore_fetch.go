@@ -216,6 +216,22 @@ type transientError struct{ err error }
 
 func (e transientError) Error() string { return e.err.Error() }
 
+// get sends one GET of obj (n < 0: to its end) and counts it. A failed
+// request is transient (worth one more); an object whose size is not the
+// catalog's is not.
+func (rs *restorer) get(ctx context.Context, obj *manifest.ObjectRef, off, n int64) (io.ReadCloser, error) {
+	rc, info, err := rs.store.Get(ctx, obj.Key, off, n)
+	if err != nil {
+		return nil, transientError{errorf("restore: get %s [%d, +%d): %w", obj.Key, off, n, err)}
+	}
+	rs.gets.Add(1)
+	if info.Size != obj.Size {
+		rc.Close()
+		return nil, errorf("restore: %s is %d bytes, the catalog says %d", obj.Key, info.Size, obj.Size)
+	}
+	return rc, nil
+}
+
 // stream does one GET of frames from..p.last (the whole object if p.whole
 // and from is p.first) and handles them, advancing *next past every frame
 // handled.
@@ -227,15 +243,11 @@ func (rs *restorer) stream(ctx context.Context, p piece, from uint32, buf []byte
 	if p.whole && from == p.first {
 		getOff, getLen = 0, -1
 	}
-	rc, info, err := rs.store.Get(ctx, obj.Key, getOff, getLen)
+	rc, err := rs.get(ctx, obj, getOff, getLen)
 	if err != nil {
-		return transientError{errorf("restore: get %s [%d, +%d): %w", obj.Key, getOff, getLen, err)}
+		return err
 	}
 	defer rc.Close()
-	rs.gets.Add(1)
-	if info.Size != obj.Size {
-		return errorf("restore: %s is %d bytes, the catalog says %d", obj.Key, info.Size, obj.Size)
-	}
 	if skip := off - getOff; skip > 0 {
 		if _, err := io.CopyN(io.Discard, rc, skip); err != nil {
 			return transientError{errorf("restore: read %s: %w", obj.Key, err)}

@@ -139,16 +139,9 @@ func (s *mergeStream) frame(fs int64) []byte {
 
 // open sends the stream's ranged GET for frames from..p.last.
 func (rs *restorer) open(ctx context.Context, s *mergeStream, from uint32) error {
-	obj := s.p.plan.obj
-	off, length := delta.FrameOffset(rs.ps, from), int64(s.p.last-from+1)*rs.fs
-	rc, info, err := rs.store.Get(ctx, obj.Key, off, length)
+	rc, err := rs.get(ctx, s.p.plan.obj, delta.FrameOffset(rs.ps, from), int64(s.p.last-from+1)*rs.fs)
 	if err != nil {
-		return transientError{errorf("restore: get %s [%d, +%d): %w", obj.Key, off, length, err)}
-	}
-	rs.gets.Add(1)
-	if info.Size != obj.Size {
-		rc.Close()
-		return errorf("restore: %s is %d bytes, the catalog says %d", obj.Key, info.Size, obj.Size)
+		return err
 	}
 	s.rc = rc
 	return nil
