@@ -90,6 +90,13 @@ go test -race -timeout "${TEST_TIMEOUT:-90m}" "${pkgs[@]}"
 # there (testutil.Heavy) and run here, without the race detector.
 echo "test.sh: heavy tests (no -race)"
 go test -run '^TestHeavy' -timeout "${TEST_TIMEOUT:-90m}" "${pkgs[@]}"
+# The VFS's capture reads pages back from the WAL (wal.CaptureOptions.
+# ReadBack); the wal package's tests, written mostly without it, run once
+# more with every capture reading back.
+if go list "${pkgs[@]}" | grep -qx 'github.com/bopstore/bop/wal'; then
+  echo "test.sh: wal tests with read-back (BOP_TEST_READBACK=1)"
+  BOP_TEST_READBACK=1 go test -count=1 -timeout "${TEST_TIMEOUT:-90m}" ./wal/
+fi
 
 # fuzz_one runs one fuzz target. Go's fuzzer sometimes ends a run with
 # "context deadline exceeded" when -fuzztime expires while its coordinator

@@ -584,7 +584,7 @@ func (d *database) openLocal(first bool, adoptPS uint32) (err error) {
 	// database reopened in the other mode must coalesce too (and sync
 	// waits for the publish that holds the group, as it would for a
 	// transaction).
-	copts := wal.CaptureOptions{Logf: cfg.Logf, Coalesce: coalesceBytes}
+	copts := wal.CaptureOptions{Logf: cfg.Logf, Coalesce: coalesceBytes, ReadBack: true}
 	if d.capture, err = wal.NewCapture(d.spool, copts); err != nil {
 		return err
 	}

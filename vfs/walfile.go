@@ -91,6 +91,10 @@ func (f *walFile) Truncate(size int64) error {
 			return err
 		}
 	}
+	// Frames capture reads back must not go with the cut (wal.ReadBack).
+	if err := f.cn.BeforeTruncate(size); err != nil {
+		return err
+	}
 	if err := f.File.Truncate(size); err != nil {
 		return err
 	}

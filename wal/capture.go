@@ -61,6 +61,12 @@ type CaptureOptions struct {
 	// process that coalesced must reopen coalescing: reconciliation
 	// regroups the transactions a crash lost only then (captureFromWAL).
 	Coalesce int
+	// ReadBack: keep no copy of the pages SQLite writes; read each back
+	// from the WAL file when it is spooled (verified against the frame
+	// as written). Saves a copy of every page version into memory
+	// (MemoryBytes then only bounds what a materialization holds). Why it
+	// is safe: readback.go. The VFS reads back.
+	ReadBack bool
 }
 
 // Stats counts capture events (for tests, the status pragma and metrics).
@@ -81,6 +87,7 @@ type Stats struct {
 	ReconDropped   uint64 // unconfirmed spool records dropped by reconciliation
 	Spilled        uint64 // frames written to the spill file
 	Coalesced      uint64 // transactions that joined the ones before them in one record (Coalesce)
+	Materialized   uint64 // generations whose held frames were copied into memory before the WAL lost them (ReadBack)
 }
 
 // Capture turns the stream of WAL writes SQLite makes for one database
@@ -162,6 +169,13 @@ type Capture struct {
 	meta      frameMetas
 	store     *pageStore
 	buf       []byte // one page, scratch
+	// readBack: pages of this generation are read back from the WAL,
+	// not held in store (CaptureOptions.ReadBack, until materialized).
+	readBack bool
+	rbuf     []byte    // read-back buffer
+	pagePow  [4]uint32 // stepPower(pageSize/8): pageChecksum
+	rbHdr    frameHeader
+	refs     []frameRef // read-back scratch
 
 	prov            *provisional // nil or &provBuf
 	provBuf         provisional  // reused: no allocation per commit
@@ -226,8 +240,11 @@ func NewCapture(sp *Spool, opts CaptureOptions) (*Capture, error) {
 	if opts.MemoryBytes <= 0 {
 		opts.MemoryBytes = 8 << 20
 	}
+	if testReadBack {
+		opts.ReadBack = true
+	}
 	c := &Capture{
-		spool: sp, opts: opts, conns: map[*Conn]struct{}{},
+		spool: sp, opts: opts, conns: map[*Conn]struct{}{}, readBack: opts.ReadBack,
 		store: newPageStore(sp.fs, filepath.Join(sp.dir, "capture.spill"), opts.MemoryBytes),
 		seen:  map[uint32]struct{}{},
 	}
@@ -383,12 +400,32 @@ func (cn *Conn) AttachWAL(f WALFile) error {
 
 // DetachWAL is called when this connection closes its WAL file, before
 // the file is closed: it returns once no one syncs through the handle.
+//
+// With ReadBack, the last handle's detach first appends the coalesced
+// group and copies the frames capture holds into memory
+// (materializeLocked): the WAL may be deleted once it is closed. A
+// failure there stops capture (reported by the next event).
 func (cn *Conn) DetachWAL() {
 	c := cn.c
 	c.mu.Lock()
+	if c.readBack && c.hdrValid && cn.wal != nil && c.usableLocked() == nil && c.onlyHandleLocked(cn) {
+		if err := c.materializeLocked(); err != nil {
+			c.failLocked(err)
+		}
+	}
 	cn.wal = nil
 	c.mu.Unlock()
 	cn.waitWALUsers()
+}
+
+// onlyHandleLocked reports whether cn holds the only attached WAL handle.
+func (c *Capture) onlyHandleLocked(cn *Conn) bool {
+	for o := range c.conns {
+		if o != cn && o.wal != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // waitWALUsers waits for syncs that borrowed the handle before it was
@@ -417,3 +454,7 @@ func (c *Capture) borrowWALLocked(cn *Conn) (h WALFile, release func()) {
 	owner.walUse.RLock()
 	return owner.wal, owner.walUse.RUnlock
 }
+
+// testReadBack, set by the package's tests (BOP_TEST_READBACK=1), makes
+// every capture read back: the whole suite then runs in both modes.
+var testReadBack bool

@@ -142,3 +142,40 @@ func walChecksumScalar(bigEndian bool, b []byte, s [2]uint32) [2]uint32 {
 	}
 	return [2]uint32{s0, s1}
 }
+
+// A page's part of a frame's checksum. The checksum is linear in its
+// state, so over n bytes (n/8 steps) it is
+//
+//	F(s, data) = M^(n/8)·s + F(0, data)
+//
+// Capture, reading pages back (ReadBack), keeps F(0, page) of each frame
+// it has seen whole: a frame whose header SQLite rewrites later
+// (walRewriteChecksums) is verified from its header and that sum, without
+// reading the page again (pageChecksum, TestPageChecksum).
+
+// stepPower returns M^k, row by row.
+func stepPower(k uint32) [4]uint32 {
+	r := [4]uint32{1, 0, 0, 1}
+	m := [4]uint32{1, 1, 1, 2}
+	for ; k > 0; k >>= 1 {
+		if k&1 != 0 {
+			r = mul2(r, m)
+		}
+		m = mul2(m, m)
+	}
+	return r
+}
+
+func mul2(a, b [4]uint32) [4]uint32 {
+	return [4]uint32{
+		a[0]*b[0] + a[1]*b[2], a[0]*b[1] + a[1]*b[3],
+		a[2]*b[0] + a[3]*b[2], a[2]*b[1] + a[3]*b[3],
+	}
+}
+
+// pageChecksum is frameChecksum for a page whose own sum F(0, page) is
+// sum, with pow = stepPower(pageSize/8).
+func pageChecksum(bigEndian bool, hdr *frameHeader, sum [2]uint32, pow [4]uint32, prev [2]uint32) [2]uint32 {
+	s := walChecksum(bigEndian, hdr[:8], prev)
+	return [2]uint32{pow[0]*s[0] + pow[1]*s[1] + sum[0], pow[2]*s[0] + pow[3]*s[1] + sum[1]}
+}

@@ -56,9 +56,25 @@ type pendingRecord struct {
 	nslots  int
 	mem     []byte
 	pgnos   []uint32 // scratch for flush: pgno by slot (0: free)
+	// With read-back the group holds no page: refs names the frame of
+	// each page's newest version, read back when the group is appended
+	// (frames of final transactions stay in the WAL until the generation
+	// ends, which appends the group first: readback.go).
+	// refs is in frame order (transactions finalize in frame order, and
+	// a transaction's newest versions are added in frame order), so it
+	// is appended without sorting; an entry superseded by a later
+	// version, or cut by a shrink, has pgno 0.
+	readBack bool
+	refs     []frameRef
+	at       map[uint32]int32 // pgno -> its live entry in refs
 }
 
-func (p *pendingRecord) bytes() int { return p.nslots * p.ps }
+func (p *pendingRecord) bytes() int {
+	if p.readBack {
+		return len(p.at) * p.ps
+	}
+	return p.nslots * p.ps
+}
 
 // coalesceLocked merges the provisional transaction P (frames first..commit
 // in the store, keep marking the newest version of each page, count of
@@ -83,7 +99,7 @@ func (c *Capture) coalesceLocked(first, commit, dbPages uint32, id WALIdentity) 
 	pgno := func(i int) uint32 { return c.meta.at(s0 + i).hdr.pgno() }
 	keep, count := c.markNewest(n, pgno, dbPages)
 	p := &c.pend
-	if p.n > 0 && (p.gen != c.genSeq || p.ps != ps || p.bytes()+count*ps > limit) {
+	if p.n > 0 && (p.gen != c.genSeq || p.ps != ps || p.readBack != c.readBack || p.bytes()+count*ps > limit) {
 		if err := c.flushPendingLocked(); err != nil {
 			return false, err
 		}
@@ -93,14 +109,42 @@ func (c *Capture) coalesceLocked(first, commit, dbPages uint32, id WALIdentity) 
 			p.mem = nil
 		}
 		*p = pendingRecord{txid: c.spool.lastTxid() + 1, gen: c.genSeq, hdr: c.hdr, first: first, ps: ps,
-			slots: p.slots, mem: p.mem, free: p.free[:0], pgnos: p.pgnos}
+			slots: p.slots, mem: p.mem, free: p.free[:0], pgnos: p.pgnos,
+			readBack: c.readBack, refs: p.refs[:0], at: p.at}
 		if p.slots == nil {
 			p.slots = map[uint32]int{}
 		}
 		clear(p.slots)
+		if p.at == nil {
+			p.at = map[uint32]int32{}
+		}
+		clear(p.at)
 	}
 	if testHookAppend != nil {
 		testHookAppend(c.hdr, first, commit, p.txid, p.n > 0)
+	}
+	if p.readBack {
+		if dbPages < p.dbPages {
+			// The database shrank: as below.
+			for pg, k := range p.at {
+				if pg > dbPages {
+					p.refs[k].pgno = 0
+					delete(p.at, pg)
+				}
+			}
+		}
+		for i := 0; i < n; i++ {
+			if keep[i/64]&(1<<(i%64)) == 0 {
+				continue
+			}
+			pg := pgno(i)
+			if k, ok := p.at[pg]; ok {
+				p.refs[k].pgno = 0
+			}
+			p.at[pg] = int32(len(p.refs))
+			p.refs = append(p.refs, c.refLocked(first+uint32(i)))
+		}
+		return c.joinedLocked(p, id, dbPages, limit)
 	}
 	if dbPages < p.dbPages {
 		// The database shrank: versions beyond its new end are gone
@@ -138,6 +182,11 @@ func (c *Capture) coalesceLocked(first, commit, dbPages uint32, id WALIdentity) 
 		}
 		copy(p.mem[s*ps:(s+1)*ps], page)
 	}
+	return c.joinedLocked(p, id, dbPages, limit)
+}
+
+// joinedLocked completes a transaction's merge into the group.
+func (c *Capture) joinedLocked(p *pendingRecord, id WALIdentity, dbPages uint32, limit int) (bool, error) {
 	if p.n > 0 {
 		c.stats.Coalesced++
 	}
@@ -163,6 +212,9 @@ func (c *Capture) flushPendingLocked() error {
 		// is never appended; reconciliation captures its transactions
 		// again from the WAL (TestCaptureTornGroupNeverAppended).
 		return err
+	}
+	if p.readBack {
+		return c.flushRefsLocked(p)
 	}
 	// The pages go out in slot order, runs of live slots straight from
 	// p.mem (a record's pages may come in any order: the directory names
@@ -208,6 +260,33 @@ func (c *Capture) flushPendingLocked() error {
 	p.n = 0
 	if len(p.mem) > 4*c.opts.Coalesce {
 		p.mem = nil // do not keep a large buffer
+	}
+	return nil
+}
+
+// flushRefsLocked appends a read-back group: its pages in frame order,
+// read back from the WAL (appendRefsLocked).
+func (c *Capture) flushRefsLocked(p *pendingRecord) error {
+	a, err := c.spool.begin(RecordHeader{Kind: KindWAL, PageSize: uint32(p.ps), DBPages: p.dbPages, NPages: uint32(len(p.at)), WAL: p.id})
+	if err != nil {
+		return c.failLocked(err)
+	}
+	if a.Txid() != p.txid {
+		a.Abort()
+		return c.failLocked(fmt.Errorf("wal: coalesced transactions were to be txid %d, but the spool appends %d", p.txid, a.Txid()))
+	}
+	if err := c.appendRefsLocked(a, p.refs); err != nil {
+		a.Abort()
+		return c.failLocked(err)
+	}
+	txid, err := a.Commit()
+	if err != nil {
+		return c.failLocked(err)
+	}
+	c.unconfirmed = append(c.unconfirmed, pendingConfirm{txid: txid, gen: p.gen, frame: p.id.Frame})
+	p.n = 0
+	if cap(p.refs) > 1<<16 {
+		p.refs, p.at = nil, nil // do not keep a huge group's scratch
 	}
 	return nil
 }

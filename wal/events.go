@@ -35,6 +35,7 @@ func (c *Capture) newGenerationLocked(b []byte) error {
 	c.hdr, c.hdrValid = h, true
 	c.base, c.baseCk, c.chainTo, c.storeBase, c.written, c.failedFrame = 0, h.ck, 0, 1, 0, 0
 	c.store.setPageSize(int(h.pageSize))
+	c.readBack, c.pagePow = c.opts.ReadBack, stepPower(h.pageSize/8)
 	return nil
 }
 

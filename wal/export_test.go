@@ -1,6 +1,11 @@
 package wal
 
-import "time"
+import (
+	"os"
+	"time"
+)
+
+func init() { testReadBack = os.Getenv("BOP_TEST_READBACK") == "1" }
 
 // SetCheckpointWait sets how long CheckpointStart waits for another
 // connection's commit in progress, for a test, and returns the restore.
@@ -41,3 +46,7 @@ func (s *Spool) WALStart() uint64 {
 	defer s.mu.Unlock()
 	return s.state.cur.walStart
 }
+
+// ReadBackForced reports whether BOP_TEST_READBACK=1 makes every capture
+// read back (tests of the in-memory frame store skip then).
+func ReadBackForced() bool { return testReadBack }

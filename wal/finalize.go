@@ -45,7 +45,12 @@ func (c *Capture) appendFramesLocked(first, last, dbPages uint32, id WALIdentity
 	if err != nil {
 		return 0, err
 	}
-	if err := c.writeRuns(a, c.store, s0, n, keep, func(i int) uint32 { return c.meta.at(s0 + i).hdr.pgno() }); err != nil {
+	if c.readBack {
+		err = c.appendKeptLocked(a, first, n, keep)
+	} else {
+		err = c.writeRuns(a, c.store, s0, n, keep, func(i int) uint32 { return c.meta.at(s0 + i).hdr.pgno() })
+	}
+	if err != nil {
 		a.Abort()
 		return 0, err
 	}
@@ -162,4 +167,26 @@ func (c *Capture) writeRuns(a *Appender, st *pageStore, s0, n int, keep []uint64
 		i = j
 	}
 	return nil
+}
+
+// appendKeptLocked reads the kept frames among first..first+n-1 back
+// from the WAL into a (ReadBack), a bounded batch of references at a
+// time.
+func (c *Capture) appendKeptLocked(a *Appender, first uint32, n int, keep []uint64) error {
+	const batch = 4096
+	refs := c.refs[:0]
+	for i := 0; i < n; i++ {
+		if keep[i/64]&(1<<(i%64)) == 0 {
+			continue
+		}
+		refs = append(refs, c.refLocked(first+uint32(i)))
+		if len(refs) == batch {
+			if err := c.appendRefsLocked(a, refs); err != nil {
+				return err
+			}
+			refs = refs[:0]
+		}
+	}
+	c.refs = refs
+	return c.appendRefsLocked(a, refs)
 }

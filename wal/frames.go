@@ -10,6 +10,10 @@ import (
 type frameMeta struct {
 	hdr    frameHeader
 	filled uint32
+	// With read-back: the page's own checksum F(0, page), if sumOK (the
+	// page was last written whole, so capture had it in hand).
+	sum   [2]uint32
+	sumOK bool
 }
 
 // frameMetas is a chunked slice: growing it never copies (and never
@@ -45,7 +49,8 @@ func (m *frameMetas) truncate(n int) {
 }
 
 // Write is called after SQLite's write to the WAL succeeded. p aliases
-// SQLite's memory: capture copies what it keeps. An error fails SQLite's
+// SQLite's memory: capture copies what it keeps (with ReadBack, only the
+// frame header; the page is verified from p and read back when spooled). An error fails SQLite's
 // write (it then rolls back its transaction).
 func (cn *Conn) Write(p []byte, off int64) error {
 	c := cn.c
@@ -138,7 +143,13 @@ func (c *Capture) writeFrameLocked(cn *Conn, idx uint32, in int, p []byte) error
 		k := min(len(p), frameHeaderSz-in)
 		copy(m.hdr[in:], p[:k])
 	}
-	if end := in + len(p); end > frameHeaderSz {
+	if end := in + len(p); end > frameHeaderSz && c.readBack {
+		// The page is not kept: its sum is, when it came whole.
+		m.sumOK = in <= frameHeaderSz && end == fsz
+		if m.sumOK {
+			m.sum = walChecksum(c.hdr.bigEndian, p[len(p)-ps:], [2]uint32{})
+		}
+	} else if end > frameHeaderSz {
 		skip := max(frameHeaderSz-in, 0)
 		if slot >= c.store.memSlots() {
 			c.stats.Spilled++
@@ -211,14 +222,20 @@ func (c *Capture) extendChainLocked(cn *Conn, upto uint32, inHand []byte) error 
 			// in-place overwrite every later frame would retry it).
 			return nil
 		}
-		page := inHand
-		if j != upto || page == nil {
-			var err error
-			if page, err = c.store.page(slot, c.scratch()); err != nil {
-				return c.failLocked(err)
-			}
+		var page []byte // loaded only where needed (chainPage)
+		if j == upto {
+			page = inHand
 		}
-		ck := frameChecksum(c.hdr.bigEndian, &m.hdr, page, c.ckAtLocked(j-1))
+		var ck [2]uint32
+		if c.readBack && m.sumOK {
+			ck = pageChecksum(c.hdr.bigEndian, &m.hdr, m.sum, c.pagePow, c.ckAtLocked(j-1))
+		} else {
+			var err error
+			if page, err = c.chainPage(page, j); err != nil {
+				return err
+			}
+			ck = frameChecksum(c.hdr.bigEndian, &m.hdr, page, c.ckAtLocked(j-1))
+		}
 		if ck != m.hdr.ck() {
 			c.stats.ChainBreaks++
 			c.failedFrame = j
@@ -226,10 +243,16 @@ func (c *Capture) extendChainLocked(cn *Conn, upto uint32, inHand []byte) error 
 		}
 		c.chainTo = j
 		if P := c.prov; P != nil && j > P.end {
-			if m.hdr.commit() != 0 && j == P.end+1 && c.isPadding(m, page) {
-				P.end = j
-				c.stats.PaddingFrames++
-				continue
+			if m.hdr.commit() != 0 && j == P.end+1 {
+				var err error
+				if page, err = c.chainPage(page, j); err != nil {
+					return err
+				}
+				if c.isPadding(m, page) {
+					P.end = j
+					c.stats.PaddingFrames++
+					continue
+				}
 			}
 			// A later frame: P committed.
 			c.stats.FinalNextFrame++
@@ -238,9 +261,20 @@ func (c *Capture) extendChainLocked(cn *Conn, upto uint32, inHand []byte) error 
 			}
 			slot = int(j - c.storeBase)
 			m = c.meta.at(slot)
+			// Settling moved the store's pages (without read-back): a
+			// page taken from it before is stale.
+			page = nil
+			if j == upto {
+				page = inHand
+			}
 		}
 		if m.hdr.commit() == 0 {
 			continue
+		}
+		// A commit frame: its page is compared (padding) and kept.
+		var err error
+		if page, err = c.chainPage(page, j); err != nil {
+			return err
 		}
 		if c.prov == nil && j == c.base+1 && c.isPadding(m, page) {
 			// A padding copy of a commit frame that is already final
@@ -265,6 +299,19 @@ func (c *Capture) extendChainLocked(cn *Conn, upto uint32, inHand []byte) error 
 		c.meta.truncate(max(slot, int(upto-c.storeBase)) + 1)
 	}
 	return nil
+}
+
+// chainPage returns page if it is in hand, else frame j's page from the
+// store or read back (stopping capture if that fails).
+func (c *Capture) chainPage(page []byte, j uint32) ([]byte, error) {
+	if page != nil {
+		return page, nil
+	}
+	page, err := c.framePageLocked(j, c.scratch())
+	if err != nil {
+		return nil, c.failLocked(err)
+	}
+	return page, nil
 }
 
 func (c *Capture) isPadding(m *frameMeta, page []byte) bool {
@@ -302,8 +349,10 @@ func (c *Capture) settleLocked(upto uint32) error {
 	drop := int(upto - c.storeBase + 1)
 	rest := c.meta.n - drop
 	if rest > 0 {
-		if err := c.store.move(0, drop, rest, c.scratch()); err != nil {
-			return c.failLocked(err)
+		if !c.readBack {
+			if err := c.store.move(0, drop, rest, c.scratch()); err != nil {
+				return c.failLocked(err)
+			}
 		}
 		for i := 0; i < rest; i++ {
 			*c.meta.at(i) = *c.meta.at(drop + i)

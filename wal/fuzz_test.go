@@ -158,10 +158,18 @@ type oracle struct {
 	shadow *walgen.File
 	want   map[uint64]map[uint32][]byte
 	dbSize map[uint64]uint32
+	// view, if set, is the WAL as it was before a truncation or deletion
+	// that capture is told of afterwards (as the VFS does): the oracle
+	// checks what capture finalizes then against the frames SQLite had
+	// written, while capture reads the file as it is.
+	view []byte
 }
 
 func (o *oracle) check(h walHeader, first, last uint32, txid uint64, merge bool) {
 	data := o.shadow.Data
+	if o.view != nil {
+		data = o.view
+	}
 	ps := int(h.pageSize)
 	fsz := 24 + ps
 	if !bytes.Equal(data[:min(32, len(data))], h.raw[:]) && first > 0 {
@@ -285,7 +293,22 @@ func fzReopen() []byte             { return []byte{13} }
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
+// fuzzCaptureSeeds returns each seed twice: as written and with
+// SyncForPublish calls appended until the other read-back mode is
+// selected (runCaptureFuzz picks it from the input's length).
 func fuzzCaptureSeeds() [][]byte {
+	var out [][]byte
+	for _, seed := range fuzzCaptureBaseSeeds() {
+		v := seed
+		for len(v)/6%2 == len(seed)/6%2 {
+			v = append(v, 14)
+		}
+		out = append(out, seed, v)
+	}
+	return out
+}
+
+func fuzzCaptureBaseSeeds() [][]byte {
 	return [][]byte{
 		// commit, phase two, a second commit finalized by a later frame
 		cat(fzHeader(1), fzFrame(1, false, 1), fzFrame(2, true, 1), fzPhaseTwo(0),
@@ -308,6 +331,10 @@ func fuzzCaptureSeeds() [][]byte {
 		// savepoint rollback then commit
 		cat(fzHeader(9), fzFrame(1, false, 1), fzFrame(2, false, 1), fzFrame(3, false, 1),
 			fzReuse(1, 4, 4), fzFrame(5, true, 5), fzPhaseTwo(0)),
+		// a held group and a provisional commit, truncated, then deleted
+		cat(fzHeader(11), fzFrame(1, true, 1), fzPhaseTwo(0), fzFrame(2, true, 2), fzTruncate(0),
+			fzHeader(12), fzFrame(3, true, 3), fzPhaseTwo(0), fzFrame(4, true, 4), []byte{11},
+			fzHeader(13), fzFrame(5, true, 5), fzPhaseTwo(0)),
 		// raw garbage in the middle of a transaction
 		cat(fzHeader(10), fzFrame(1, true, 1), fzPhaseTwo(0), []byte{5, 0, 60, 8, 1, 2, 3, 4, 5, 6, 7, 8},
 			fzFrame(2, true, 2), fzPhaseTwo(0)),
@@ -338,12 +365,17 @@ func runCaptureFuzz(t *testing.T, in []byte) int {
 	// (CaptureOptions.Coalesce), a third with larger ones and a small
 	// bound, a third without.
 	coalesce := []int{0, 64 << 10, 8 << 10}[len(in)/2%3]
+	// Half of them read pages back from the WAL (CaptureOptions.ReadBack,
+	// as the VFS does): truncations and deletions then come in the VFS's
+	// order (BeforeTruncate, the file, Truncate; the handles closed before
+	// the file is deleted), so capture reads the file as it is.
+	readBack := len(in)/6%2 == 1
 	open := func() bool {
 		var err error
 		if sp, err = OpenSpool(filepath.Join(dir, "spool"), SpoolOptions{FS: mfs, BufferBytes: buffer}); err != nil {
 			t.Fatal(err)
 		}
-		c, _ = NewCapture(sp, CaptureOptions{MemoryBytes: 4 * ps, Adopt: true, Coalesce: coalesce})
+		c, _ = NewCapture(sp, CaptureOptions{MemoryBytes: 4 * ps, Adopt: true, Coalesce: coalesce, ReadBack: readBack})
 		conns[0], conns[1] = c.NewConn(fuzzMain{}), c.NewConn(fuzzMain{})
 		if err := conns[0].AttachWAL(o.shadow); err != nil {
 			// A WAL reconciliation refuses (bad or unknown) is fine:
@@ -443,8 +475,19 @@ func runCaptureFuzz(t *testing.T, in []byte) int {
 		case 8:
 			conns[conn].CheckpointStart()
 			conns[conn].CheckpointDone()
-		case 9: // truncate (capture first: the oracle needs the bytes)
+		case 9: // truncate
 			size := int64(next()) * 97
+			if c.readBack {
+				if conns[conn].BeforeTruncate(size) != nil {
+					continue // the VFS fails the truncation
+				}
+				o.view = bytes.Clone(o.shadow.Data)
+				o.shadow.Truncate(size)
+				conns[conn].Truncate(size)
+				o.view = nil
+				continue
+			}
+			// Capture first: the oracle needs the bytes.
 			conns[conn].Truncate(size)
 			o.shadow.Truncate(size)
 		case 10:
@@ -453,6 +496,18 @@ func runCaptureFuzz(t *testing.T, in []byte) int {
 				w.Pad(2048, f[0], f[1], pageFor(f[0], byte(f[2])))
 			}
 		case 11:
+			if c.readBack {
+				// SQLite closes its handles, then deletes the file.
+				conns[0].DetachWAL()
+				conns[1].DetachWAL()
+				o.view = bytes.Clone(o.shadow.Data)
+				o.shadow.Truncate(0)
+				c.Deleted()
+				o.view = nil
+				conns[0].AttachWAL(o.shadow)
+				conns[1].AttachWAL(o.shadow)
+				continue
+			}
 			c.Deleted()
 			o.shadow.Truncate(0)
 		case 12: // page bytes only, in place

@@ -138,6 +138,7 @@ func (c *Capture) reconcileLocked(f WALFile) error {
 	if scan != nil {
 		c.hdr = scan.hdr
 		c.store.setPageSize(int(scan.hdr.pageSize))
+		c.readBack, c.pagePow = c.opts.ReadBack, stepPower(scan.hdr.pageSize/8)
 		c.base, c.baseCk = scan.last, scan.hdr.ck
 		if scan.last > 0 {
 			c.baseCk = scan.lastCk

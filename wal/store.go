@@ -13,7 +13,9 @@ import (
 // crash the WAL itself is the source of truth.
 //
 // Memory is bounded by the arena (memBytes) whatever the transaction
-// size; frame metadata (frameMeta) costs 28 bytes per frame on top.
+// size; frame metadata (frameMeta) costs 40 bytes per frame on top. With
+// CaptureOptions.ReadBack the store holds nothing unless a generation is
+// materialized (readback.go).
 type pageStore struct {
 	fs       FS
 	path     string
