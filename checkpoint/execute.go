@@ -5,13 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"iter"
 	"os"
 	"path/filepath"
-
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/bopstore/bop/delta"
 	"github.com/bopstore/bop/manifest"
@@ -104,7 +101,7 @@ func (s *imageSource) PagesIn(_ []uint32, lo, hi uint32) iter.Seq2[wal.Page, err
 			if pg.Pgno > hi {
 				// The first page of the next range: keep a copy (the
 				// spool reuses its buffer on the next read).
-				s.peek = wal.Page{Pgno: pg.Pgno, Txid: pg.Txid, Data: append(s.peek.Data[:0], pg.Data...)}
+				s.peek = wal.Page{Pgno: pg.Pgno, Txid: pg.Txid, Hash: pg.Hash, Data: append(s.peek.Data[:0], pg.Data...)}
 				s.peeked = true
 				return
 			}
@@ -172,8 +169,7 @@ func stage(ctx context.Context, path string, pl *Plan, a *Action, src pageSource
 		}
 	}()
 	bw := bufio.NewWriterSize(f, stageBuffer)
-	fh := xxhash.New()
-	enc, err := delta.NewEncoder(io.MultiWriter(bw, fh), delta.Header{Kind: kind, PageSize: pl.PageSize,
+	enc, err := delta.NewEncoder(bw, delta.Header{Kind: kind, PageSize: pl.PageSize,
 		ObjectID: a.ObjectID, MinTxid: pl.From, MaxTxid: pl.To, FirstPgno: a.First, PageCount: a.Pages})
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: job %s action %d: %w", pl.Job, a.Index, err)
@@ -208,7 +204,8 @@ func stage(ctx context.Context, path string, pl *Plan, a *Action, src pageSource
 		if err := emitZeros(next, uint64(pg.Pgno)-1); err != nil {
 			return nil, fmt.Errorf("checkpoint: job %s action %d: %w", pl.Job, a.Index, err)
 		}
-		if err := enc.Add(pg.Pgno, pg.Data); err != nil {
+		// The spool verified the page against this hash as it read it.
+		if err := enc.AddHashed(pg.Pgno, pg.Data, pg.Hash); err != nil {
 			return nil, fmt.Errorf("checkpoint: job %s action %d: page %d: %w", pl.Job, a.Index, pg.Pgno, err)
 		}
 		next = uint64(pg.Pgno) + 1
@@ -231,7 +228,7 @@ func stage(ctx context.Context, path string, pl *Plan, a *Action, src pageSource
 	// the next cycle (Publisher.sweep): a resumed job stages again. (A
 	// store that took the file as an object has fsynced it; the sweep
 	// removes only the staging name.)
-	st.sum, st.fileHash = sum, fh.Sum64()
+	st.sum, st.fileHash = sum, sum.FileHash
 	if err := verifyStaged(st); err != nil {
 		return nil, fmt.Errorf("checkpoint: job %s action %d: staged object failed verification: %w", pl.Job, a.Index, err)
 	}

@@ -31,6 +31,9 @@ func checkObject(t *testing.T, data []byte, sum Summary, pages map[uint32][]byte
 	if want := xxhash.Sum64(data[:len(data)-TrailerSize]); sum.Hash != want {
 		t.Fatalf("summary hash %016x, bytes before trailer hash to %016x", sum.Hash, want)
 	}
+	if want := xxhash.Sum64(data); sum.FileHash != want {
+		t.Fatalf("summary file hash %016x, the object's bytes hash to %016x", sum.FileHash, want)
+	}
 	o, err := Open(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -789,5 +792,49 @@ func TestFromSummary(t *testing.T) {
 	s.Entries = s.Entries[:2]
 	if _, err := FromSummary(cr, s); !errors.Is(err, ErrMisuse) {
 		t.Fatalf("FromSummary of an inconsistent summary: %v", err)
+	}
+}
+
+// AddHashed writes the same object as Add when the hash is the page's;
+// a wrong hash makes an object that fails Verify.
+func TestEncoderAddHashed(t *testing.T) {
+	h := Header{Kind: KindDelta, PageSize: 1024, ObjectID: 7, MinTxid: 1, MaxTxid: 2}
+	pgnos := []uint32{3, 4, 9}
+	want, _, pages := encodeObject(t, h, pgnos)
+	for _, wrong := range []bool{false, true} {
+		h := h
+		h.PageCount, h.FirstPgno = uint32(len(pgnos)), pgnos[0]
+		var buf bytes.Buffer
+		enc, err := NewEncoder(&buf, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pgnos {
+			sum := xxhash.Sum64(pages[p])
+			if wrong && p == 4 {
+				sum ^= 1
+			}
+			if err := enc.AddHashed(p, pages[p], sum); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sum, err := enc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !wrong {
+			if !bytes.Equal(buf.Bytes(), want) {
+				t.Fatal("AddHashed wrote other bytes than Add")
+			}
+			checkObject(t, buf.Bytes(), sum, pages)
+			continue
+		}
+		o, err := Open(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		if err == nil {
+			err = o.Verify()
+		}
+		if err == nil {
+			t.Fatal("an object with a wrong frame hash verified")
+		}
 	}
 }

@@ -27,6 +27,7 @@ type Summary struct {
 	Header    Header
 	Size      int64  // total object size in bytes
 	Hash      uint64 // content hash: xxhash64 of every byte before the trailer; the store key's hash
+	FileHash  uint64 // xxhash64 of the whole object, trailer included (Encoder only: what a store reports for it)
 	PageCount uint32 // == Header.PageCount == len(Entries)
 	Entries   []Entry
 }

@@ -79,6 +79,19 @@ func (e *Encoder) write(b []byte) error {
 // a rule is ErrMisuse and writes nothing, so the caller may continue with
 // a correct page; a write error is final.
 func (e *Encoder) Add(pgno uint32, page []byte) error {
+	return e.add(pgno, page, 0, false)
+}
+
+// AddHashed is Add for a page whose hash (xxhash64 of page, the frame's
+// hash) the caller already has, verified: a page read from the spool
+// (wal.Page.Hash). It saves hashing the page again. A wrong hash makes a
+// frame that does not verify (Object.Verify, which checkpoint runs on
+// every staged object, finds it).
+func (e *Encoder) AddHashed(pgno uint32, page []byte, hash uint64) error {
+	return e.add(pgno, page, hash, true)
+}
+
+func (e *Encoder) add(pgno uint32, page []byte, hash uint64, hashed bool) error {
 	if e.err != nil {
 		return e.err
 	}
@@ -105,7 +118,12 @@ func (e *Encoder) Add(pgno uint32, page []byte) error {
 	if off != FrameOffset(e.h.PageSize, n) {
 		return fmt.Errorf("delta: internal: frame %d at %d, want %d", n, off, FrameOffset(e.h.PageSize, n))
 	}
-	sum := putFrame(e.frame, pgno, page)
+	var sum uint64
+	if hashed {
+		sum = putFrameHashed(e.frame, pgno, page, hash)
+	} else {
+		sum = putFrame(e.frame, pgno, page)
+	}
 	if err := e.write(e.frame); err != nil {
 		return err
 	}
@@ -154,6 +172,7 @@ func (e *Encoder) Close() (Summary, error) {
 		e.err = fmt.Errorf("delta: internal: wrote %d bytes, want %d", e.off, ObjectSize(e.h.PageSize, e.h.PageCount))
 		return Summary{}, e.err
 	}
-	e.sum = Summary{Header: e.h, Size: e.off, Hash: contentHash, PageCount: e.h.PageCount, Entries: e.entries}
+	// The content hash went on over the trailer: the whole object's.
+	e.sum = Summary{Header: e.h, Size: e.off, Hash: contentHash, FileHash: e.content.Sum64(), PageCount: e.h.PageCount, Entries: e.entries}
 	return e.sum, nil
 }

@@ -20,7 +20,11 @@ import (
 
 // putFrame fills frame (FrameSize(len(page)) bytes) and returns the page hash.
 func putFrame(frame []byte, pgno uint32, page []byte) uint64 {
-	sum := xxhash.Sum64(page)
+	return putFrameHashed(frame, pgno, page, xxhash.Sum64(page))
+}
+
+// putFrameHashed is putFrame with the page hash (xxhash64 of page) known.
+func putFrameHashed(frame []byte, pgno uint32, page []byte, sum uint64) uint64 {
 	binary.LittleEndian.PutUint32(frame[0:], pgno)
 	binary.LittleEndian.PutUint32(frame[4:], uint32(len(page)))
 	binary.LittleEndian.PutUint64(frame[8:], sum)

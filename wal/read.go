@@ -107,6 +107,7 @@ type Page struct {
 	Pgno uint32
 	Txid uint64 // the record it came from
 	Data []byte
+	Hash uint64 // xxhash64 of Data, as the record's directory holds it (verified)
 }
 
 // Record is one spooled transaction, as yielded by Spool.Records.
@@ -142,11 +143,12 @@ func (r *Record) Pages() iter.Seq2[Page, error] {
 				e := dir[j*dirEntrySize:]
 				pgno := binary.LittleEndian.Uint32(e)
 				page := buf[int64(j)*ps : int64(j+1)*ps]
-				if xxhash.Sum64(page) != binary.LittleEndian.Uint64(e[8:]) {
+				sum := binary.LittleEndian.Uint64(e[8:])
+				if xxhash.Sum64(page) != sum {
 					yield(Page{}, fmt.Errorf("%w", r.corrupt(fmt.Sprintf("page %d checksum mismatch", pgno))))
 					return
 				}
-				if !yield(Page{Pgno: pgno, Txid: r.Txid, Data: page}, nil) {
+				if !yield(Page{Pgno: pgno, Txid: r.Txid, Data: page, Hash: sum}, nil) {
 					return
 				}
 			}
@@ -357,7 +359,7 @@ func (ps *PageSet) PagesIn(pgnos []uint32, lo, hi uint32) iter.Seq2[Page, error]
 					yield(Page{}, fmt.Errorf("wal: spool segment %s, txid %d: page %d checksum mismatch: %w", filepath.Join(ps.s.dir, l.g.name), l.txid, p, ErrCorrupt))
 					return
 				}
-				if !yield(Page{Pgno: p, Txid: l.txid, Data: data}, nil) {
+				if !yield(Page{Pgno: p, Txid: l.txid, Data: data, Hash: l.hash}, nil) {
 					return
 				}
 			}
