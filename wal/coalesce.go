@@ -214,7 +214,12 @@ func (c *Capture) flushPendingLocked() error {
 		return err
 	}
 	if p.readBack {
-		return c.flushRefsLocked(p)
+		// The pages in frame order, read back from the WAL.
+		err := c.appendGroupLocked(p, len(p.at), func(a *Appender) error { return c.appendRefsLocked(a, p.refs) })
+		if cap(p.refs) > 1<<16 {
+			p.refs, p.at = nil, nil // do not keep a huge group's scratch
+		}
+		return err
 	}
 	// The pages go out in slot order, runs of live slots straight from
 	// p.mem (a record's pages may come in any order: the directory names
@@ -226,7 +231,34 @@ func (c *Capture) flushPendingLocked() error {
 	for pg, s := range p.slots {
 		p.pgnos[s] = pg
 	}
-	a, err := c.spool.begin(RecordHeader{Kind: KindWAL, PageSize: uint32(p.ps), DBPages: p.dbPages, NPages: uint32(len(p.slots)), WAL: p.id})
+	err := c.appendGroupLocked(p, len(p.slots), func(a *Appender) error {
+		for i := 0; i < p.nslots; {
+			if p.pgnos[i] == 0 {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < p.nslots && p.pgnos[j] != 0 {
+				j++
+			}
+			if err := a.AddRun(p.pgnos[i:j], p.mem[i*p.ps:j*p.ps]); err != nil {
+				return err
+			}
+			i = j
+		}
+		return nil
+	})
+	if len(p.mem) > 4*c.opts.Coalesce {
+		p.mem = nil // do not keep a large buffer
+	}
+	return err
+}
+
+// appendGroupLocked appends the group as one record of npages pages,
+// added by add, and notes it as unconfirmed until a WAL sync covers its
+// last commit frame. Any failure stops capture.
+func (c *Capture) appendGroupLocked(p *pendingRecord, npages int, add func(*Appender) error) error {
+	a, err := c.spool.begin(RecordHeader{Kind: KindWAL, PageSize: uint32(p.ps), DBPages: p.dbPages, NPages: uint32(npages), WAL: p.id})
 	if err != nil {
 		return c.failLocked(err)
 	}
@@ -237,45 +269,7 @@ func (c *Capture) flushPendingLocked() error {
 		a.Abort()
 		return c.failLocked(fmt.Errorf("wal: coalesced transactions were to be txid %d, but the spool appends %d", p.txid, a.Txid()))
 	}
-	for i := 0; i < p.nslots; {
-		if p.pgnos[i] == 0 {
-			i++
-			continue
-		}
-		j := i + 1
-		for j < p.nslots && p.pgnos[j] != 0 {
-			j++
-		}
-		if err := a.AddRun(p.pgnos[i:j], p.mem[i*p.ps:j*p.ps]); err != nil {
-			a.Abort()
-			return c.failLocked(err)
-		}
-		i = j
-	}
-	txid, err := a.Commit()
-	if err != nil {
-		return c.failLocked(err)
-	}
-	c.unconfirmed = append(c.unconfirmed, pendingConfirm{txid: txid, gen: p.gen, frame: p.id.Frame})
-	p.n = 0
-	if len(p.mem) > 4*c.opts.Coalesce {
-		p.mem = nil // do not keep a large buffer
-	}
-	return nil
-}
-
-// flushRefsLocked appends a read-back group: its pages in frame order,
-// read back from the WAL (appendRefsLocked).
-func (c *Capture) flushRefsLocked(p *pendingRecord) error {
-	a, err := c.spool.begin(RecordHeader{Kind: KindWAL, PageSize: uint32(p.ps), DBPages: p.dbPages, NPages: uint32(len(p.at)), WAL: p.id})
-	if err != nil {
-		return c.failLocked(err)
-	}
-	if a.Txid() != p.txid {
-		a.Abort()
-		return c.failLocked(fmt.Errorf("wal: coalesced transactions were to be txid %d, but the spool appends %d", p.txid, a.Txid()))
-	}
-	if err := c.appendRefsLocked(a, p.refs); err != nil {
+	if err := add(a); err != nil {
 		a.Abort()
 		return c.failLocked(err)
 	}
@@ -285,9 +279,6 @@ func (c *Capture) flushRefsLocked(p *pendingRecord) error {
 	}
 	c.unconfirmed = append(c.unconfirmed, pendingConfirm{txid: txid, gen: p.gen, frame: p.id.Frame})
 	p.n = 0
-	if cap(p.refs) > 1<<16 {
-		p.refs, p.at = nil, nil // do not keep a huge group's scratch
-	}
 	return nil
 }
 
