@@ -390,11 +390,16 @@ func (cn *Conn) AttachWAL(f WALFile) error {
 	if err := c.usableLocked(); err != nil {
 		return err
 	}
-	cn.wal = f
 	c.walName = f.Name()
 	if !c.reconciled {
-		return c.reconcileLocked(f)
+		// The handle counts as attached only once reconciled: the VFS
+		// closes it when this fails, and a closed handle must not be
+		// read back from, nor counted as open (DetachWAL).
+		if err := c.reconcileLocked(f); err != nil {
+			return err
+		}
 	}
+	cn.wal = f
 	return nil
 }
 

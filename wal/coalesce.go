@@ -144,6 +144,9 @@ func (c *Capture) coalesceLocked(first, commit, dbPages uint32, id WALIdentity) 
 			p.at[pg] = int32(len(p.refs))
 			p.refs = append(p.refs, c.refLocked(first+uint32(i)))
 		}
+		if len(p.refs) > 2*len(p.at)+1024 {
+			p.compactRefs()
+		}
 		return c.joinedLocked(p, id, dbPages, limit)
 	}
 	if dbPages < p.dbPages {
@@ -183,6 +186,23 @@ func (c *Capture) coalesceLocked(first, commit, dbPages uint32, id WALIdentity) 
 		copy(p.mem[s*ps:(s+1)*ps], page)
 	}
 	return c.joinedLocked(p, id, dbPages, limit)
+}
+
+// compactRefs drops the entries of superseded versions, so that a group
+// of many transactions rewriting the same pages (autocommits, with
+// checkpoints far apart) holds about one entry per page, not one per
+// version: memory bounded by the group's pages (Coalesce).
+func (p *pendingRecord) compactRefs() {
+	n := 0
+	for _, r := range p.refs {
+		if r.pgno == 0 {
+			continue
+		}
+		p.at[r.pgno] = int32(n)
+		p.refs[n] = r
+		n++
+	}
+	p.refs = p.refs[:n]
 }
 
 // joinedLocked completes a transaction's merge into the group.

@@ -50,3 +50,11 @@ func (s *Spool) WALStart() uint64 {
 // ReadBackForced reports whether BOP_TEST_READBACK=1 makes every capture
 // read back (tests of the in-memory frame store skip then).
 func ReadBackForced() bool { return testReadBack }
+
+// GroupRefs is the number of frame references the coalesced group holds
+// (read-back), superseded ones included.
+func (c *Capture) GroupRefs() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pend.refs)
+}

@@ -46,8 +46,9 @@ import (
 // (pages copied into the store as they are written) until it ends. And
 // every page read back is verified against the frame as capture verified
 // it when it was written (salts, cumulative checksum, the checksum
-// recomputed over the page read): a WAL that changed under capture stops
-// it (ErrLost) instead of spooling other bytes than SQLite committed.
+// recomputed over the page read; a materialized page against its own
+// checksum or the chain): a WAL that changed under capture stops it
+// (ErrLost) instead of spooling other bytes than SQLite committed.
 
 // frameRef is a frame capture verified when it was written: enough to
 // read its page back and check that it is still the same.
@@ -211,10 +212,26 @@ func (c *Capture) materializeLocked() error {
 		return err
 	}
 	buf := c.scratch()
+	fsz := uint32(frameHeaderSz) + c.hdr.pageSize
 	for slot := 0; slot < c.meta.n; slot++ {
-		page, err := c.framePageLocked(c.storeBase+uint32(slot), buf)
+		idx := c.storeBase + uint32(slot)
+		page, err := c.framePageLocked(idx, buf)
 		if err != nil {
 			return c.failLocked(err)
+		}
+		// A complete frame's page must be the one capture saw: against
+		// its own checksum, or the chain it verified.
+		if m := c.meta.at(slot); m.filled == fsz {
+			changed := false
+			switch {
+			case m.sumOK:
+				changed = walChecksum(c.hdr.bigEndian, page, [2]uint32{}) != m.sum
+			case idx <= c.chainTo:
+				changed = frameChecksum(c.hdr.bigEndian, &m.hdr, page, c.ckAtLocked(idx-1)) != m.hdr.ck()
+			}
+			if changed {
+				return c.failLocked(fmt.Errorf("wal: frame %d of %s (page %d) changed after capture saw it: %w", idx, c.walName, m.hdr.pgno(), ErrLost))
+			}
 		}
 		if err := c.store.write(slot, 0, page); err != nil {
 			return c.failLocked(err)

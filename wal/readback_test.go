@@ -2,8 +2,12 @@ package wal_test
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/bopstore/bop/internal/walgen"
 	"github.com/bopstore/bop/wal"
 )
 
@@ -204,4 +208,108 @@ func (s *synth) writeAt(off int64, p []byte) {
 	if err := s.writer.Write(p, off); err != nil {
 		s.t.Fatal(err)
 	}
+}
+
+// closableWAL is a WAL handle that can fail a sync and be closed.
+type closableWAL struct {
+	*walgen.File
+	failSync, closed bool
+}
+
+func (f *closableWAL) Sync() error {
+	if f.failSync {
+		f.failSync = false
+		return errors.New("EIO")
+	}
+	return f.File.Sync()
+}
+
+func (f *closableWAL) ReadAt(p []byte, off int64) (int, error) {
+	if f.closed {
+		return 0, os.ErrClosed
+	}
+	return f.File.ReadAt(p, off)
+}
+
+// A handle whose attach failed (the VFS then closes it) is never read
+// back from, nor counted as the one open at the last detach (found by
+// review: capture stopped on a legal WAL).
+func TestReadBackFailedAttach(t *testing.T) {
+	dir := t.TempDir()
+	file := &walgen.File{Path: filepath.Join(dir, "db-wal")}
+	sp, err := wal.OpenSpool(filepath.Join(dir, "spool"), wal.SpoolOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	c, _ := wal.NewCapture(sp, wal.CaptureOptions{Coalesce: 1 << 20, ReadBack: true})
+	defer c.Close()
+	a, b := c.NewConn(nopMain{}), c.NewConn(nopMain{})
+	ha := &closableWAL{File: file, failSync: true}
+	if err := a.AttachWAL(ha); err == nil {
+		t.Fatal("attach with a failing sync succeeded")
+	}
+	ha.closed = true
+	if err := b.AttachWAL(file); err != nil {
+		t.Fatal(err)
+	}
+	w := walgen.New(rbPS, 1, 2, func(p []byte, off int64) error { file.Write(p, off); return b.Write(p, off) })
+	w.Header()
+	if err := w.Commit(2, []uint32{1, 2}, [][]byte{pg(rbPS, 1, 1), pg(rbPS, 2, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CommitPhaseTwo(); err != nil {
+		t.Fatal(err)
+	}
+	w.Commit(3, []uint32{3}, [][]byte{pg(rbPS, 3, 2)}) // provisional
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b.DetachWAL()
+	if st := c.Stats(); st.Materialized != 1 {
+		t.Fatalf("the real last handle's detach did not materialize: %+v", st)
+	}
+	if err := c.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Materializing checks the pages it copies as appending does: a frame
+// of the provisional transaction changed in the file stops capture, and
+// the transaction is not spooled with other bytes.
+func TestReadBackMaterializeVerifies(t *testing.T) {
+	s := newReadBack(t)
+	heldGroupAndProvisional(t, s)
+	s.file.Data[s.w.FrameOffset(4)+24+100] ^= 0x40 // transaction 2's page 3
+	s.conn2.DetachWAL()
+	s.conn.DetachWAL()
+	if err := s.c.Err(); !errors.Is(err, wal.ErrLost) {
+		t.Fatalf("capture after materializing a changed frame: %v, want ErrLost", err)
+	}
+	s.file.Truncate(0)
+	if err := s.c.Deleted(); err == nil {
+		t.Fatal("the deletion's generation end succeeded on a stopped capture")
+	}
+	s.expect("1:1=1,2=1/2")
+}
+
+// A group of many transactions rewriting the same page holds about one
+// reference per page, not one per version.
+func TestReadBackGroupRefsBounded(t *testing.T) {
+	s := newReadBack(t)
+	s.begin(rbPS)
+	for v := 2; v < 3000; v++ {
+		s.w.Commit(2, []uint32{2}, [][]byte{pg(rbPS, 2, byte(v))})
+		if err := s.conn.CommitPhaseTwo(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.noErr()
+	if n := s.c.GroupRefs(); n > 2*2+1024+1 {
+		t.Fatalf("the group holds %d references for 2 pages", n)
+	}
+	if err := s.c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.expect(fmt.Sprintf("1:1=1,2=%d/2", 2999%256))
 }

@@ -254,6 +254,13 @@ func (f *walFile) Truncate(size int64) error {
 	if err := f.v.crashCheck(); err != nil {
 		return err
 	}
+	// As the bop VFS: capture first keeps what the cut would take
+	// (wal.CaptureOptions.ReadBack).
+	if f.main.conn != nil {
+		if err := f.main.conn.BeforeTruncate(size); err != nil {
+			return err
+		}
+	}
 	err := f.File.Truncate(size)
 	if err != nil {
 		return err
