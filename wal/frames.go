@@ -49,9 +49,9 @@ func (m *frameMetas) truncate(n int) {
 }
 
 // Write is called after SQLite's write to the WAL succeeded. p aliases
-// SQLite's memory: capture copies what it keeps (with ReadBack, only the
-// frame header; the page is verified from p and read back when spooled). An error fails SQLite's
-// write (it then rolls back its transaction).
+// SQLite's memory: capture copies what it keeps (with ReadBack, the frame
+// header and the page's checksum; the page is read back when spooled). An
+// error fails SQLite's write (it then rolls back its transaction).
 func (cn *Conn) Write(p []byte, off int64) error {
 	c := cn.c
 	// Backpressure: wait for spool space before taking the lock, so the
