@@ -90,45 +90,49 @@ func (c *Capture) frameOffset(idx uint32) int64 {
 	return walHeaderSize + int64(idx-1)*(int64(frameHeaderSz)+int64(c.hdr.pageSize))
 }
 
-// readFramesLocked reads len(b) bytes of the WAL at frame first's header.
-func (c *Capture) readFramesLocked(b []byte, first uint32) error {
+// readWALLocked reads b at off of the WAL through an attached handle
+// (idx names the frame in errors). A short read is not an error here: the
+// callers say what the missing bytes mean.
+func (c *Capture) readWALLocked(b []byte, off int64, idx uint32) (int, error) {
 	f := c.walReaderLocked()
 	if f == nil {
-		return fmt.Errorf("wal: read frame %d of %s back: no open handle on the WAL: %w", first, c.walName, ErrLost)
+		return 0, fmt.Errorf("wal: read frame %d of %s back: no open handle on the WAL: %w", idx, c.walName, ErrLost)
 	}
-	n, err := f.ReadAt(b, c.frameOffset(first))
-	if n == len(b) {
-		return nil
+	n, err := f.ReadAt(b, off)
+	if n < len(b) && err != nil && !errors.Is(err, io.EOF) {
+		return n, fmt.Errorf("wal: read frame %d of %s back: %w", idx, c.walName, err)
 	}
-	if err == nil || errors.Is(err, io.EOF) {
+	return n, nil
+}
+
+// readFramesLocked reads len(b) bytes of the WAL at frame first's header.
+func (c *Capture) readFramesLocked(b []byte, first uint32) error {
+	n, err := c.readWALLocked(b, c.frameOffset(first), first)
+	if err != nil {
+		return err
+	}
+	if n < len(b) {
 		// The file is shorter than the frames capture verified.
 		return fmt.Errorf("wal: read frames %d.. of %s back: %d of %d bytes in the file: %w", first, c.walName, n, len(b), ErrLost)
 	}
-	return fmt.Errorf("wal: read frame %d of %s back: %w", first, c.walName, err)
+	return nil
 }
 
 // framePageLocked returns frame idx's page (idx >= storeBase): from the
-// store, or read back from the WAL into buf. Only its bytes are read:
-// callers verify the frame themselves (extendChain) or do not need to.
+// store, or read back from the WAL into buf. Only its bytes are read: the
+// callers check them (extendChain, materializeLocked).
 func (c *Capture) framePageLocked(idx uint32, buf []byte) ([]byte, error) {
 	if !c.readBack {
 		return c.store.page(int(idx-c.storeBase), buf)
 	}
 	ps := int(c.hdr.pageSize)
-	f := c.walReaderLocked()
-	if f == nil {
-		return nil, fmt.Errorf("wal: read frame %d of %s back: no open handle on the WAL: %w", idx, c.walName, ErrLost)
+	n, err := c.readWALLocked(buf[:ps], c.frameOffset(idx)+frameHeaderSz, idx)
+	if err != nil {
+		return nil, err
 	}
-	n, err := f.ReadAt(buf[:ps], c.frameOffset(idx)+frameHeaderSz)
-	if n < ps {
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("wal: read frame %d of %s back: %w", idx, c.walName, err)
-		}
-		// Not (wholly) written yet: zeros, as the store holds. A frame
-		// capture counts as complete was written whole, and what is
-		// appended is verified again (appendRefsLocked).
-		clear(buf[n:ps])
-	}
+	// Not (wholly) written yet: zeros, as the store holds. A frame capture
+	// counts as complete was written whole, and what is spooled is checked.
+	clear(buf[n:ps])
 	return buf[:ps], nil
 }
 
