@@ -119,6 +119,9 @@ func Main(title string, variants []Variant) {
 			fmt.Fprintln(os.Stderr, "harness:", err)
 		}
 	}
+	if os.Getenv("BOP_BENCH_NOFSYNC") == "1" {
+		title += ", fsync and fdatasync switched off (BOP_BENCH_NOFSYNC=1: an experiment, not a result)"
+	}
 	fmt.Printf("## %s\n\n", title)
 	fmt.Printf("`%s`, %d interleaved repetitions, %s\n\n", strings.Join(os.Args, " "), *reps, time.Now().UTC().Format("2006-01-02"))
 	fmt.Print(Table(selected, samples))
@@ -176,6 +179,12 @@ func runChild(name string, variants []Variant) int {
 	for _, v := range variants {
 		if v.Name != name {
 			continue
+		}
+		if os.Getenv("BOP_BENCH_NOFSYNC") == "1" {
+			if err := disableFsync(); err != nil {
+				fmt.Fprintf(os.Stderr, "variant %s: %v\n", name, err)
+				return 1
+			}
 		}
 		dir := os.Getenv("BOP_BENCH_DIR")
 		extra, err := v.Run(dir)
