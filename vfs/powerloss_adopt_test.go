@@ -636,3 +636,63 @@ func TestPowerLossAdoptJournalCommit(t *testing.T) {
 		})
 	}
 }
+
+// TestWALSwitchUnderNormalSyncsJournalTwice: bop switches an adopted
+// rollback-mode file to WAL mode under synchronous=FULL even when the
+// connection asked for NORMAL. NORMAL writes the journal's hot header
+// (magic and record count) and fsyncs once, so a power loss can keep that
+// header and tear the page behind it, which stock SQLite then rolls back
+// into the file whenever its sampled checksum misses the tear
+// (TestHeavyPowerLossAdopt found a malformed schema). FULL fsyncs the
+// journal's pages before writing the header, then again: two journal
+// fsyncs before the journal's deletion, and no main-file write in between
+// the first journal write and the first fsync. The connection keeps NORMAL.
+func TestWALSwitchUnderNormalSyncsJournalTwice(t *testing.T) {
+	src := makeAdoptSource(t, adoptVariant{"rollback", rollbackSource(65536, 40, 1500)})
+	path := filepath.Join(t.TempDir(), "app.db")
+	copySource(t, src, path)
+	v := newVFS(t, offline(Config{}))
+	r := newPowerRig(t, v, path)
+	var ops []string // the journal's writes and fsyncs, up to its deletion
+	deleted := false
+	record := func(what string) bool {
+		switch {
+		case what == "delete app.db-journal":
+			deleted = true
+		case !deleted && (what == "journal write" || what == "journal fsync"):
+			ops = append(ops, what)
+		}
+		return false
+	}
+	r.cutWhen.Store(&record)
+	db, err := sql.Open("sqlite3", dsn(path, v.Name(), "synchronous(normal)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if mode := queryString(t, db, "PRAGMA journal_mode"); mode != "wal" {
+		t.Fatalf("journal mode %s", mode)
+	}
+	if n := queryInt(t, db, "PRAGMA synchronous"); n != 1 {
+		t.Fatalf("synchronous is %d after the switch, want the DSN's 1 (normal)", n)
+	}
+	if !deleted {
+		t.Fatal("the open deleted no rollback journal")
+	}
+	syncs, lastWrite, firstSync := 0, -1, -1
+	for i, op := range ops {
+		switch op {
+		case "journal fsync":
+			syncs++
+			if firstSync < 0 {
+				firstSync = i
+			}
+		case "journal write":
+			lastWrite = i
+		}
+	}
+	if syncs < 2 || firstSync < 0 || lastWrite < firstSync {
+		t.Fatalf("the switch's journal operations %q: want a fsync of the pages, then the header's write and a second fsync", ops)
+	}
+}
