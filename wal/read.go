@@ -437,12 +437,16 @@ func (s *Spool) Truncate(upto uint64) error {
 	if err := s.state.save(st); err != nil {
 		return s.failLocked(fmt.Errorf("wal: %w", err))
 	}
+	// The removals are not made durable (no fsync of the directory): a
+	// segment that comes back after a power loss holds only records at or
+	// below the truncation point the state file now records, and
+	// OpenSpool deletes it again (TestSpoolTruncatedSegmentsComeBack).
 	keep := s.segs[:0]
 	for _, g := range s.segs {
 		if g.last() <= upto {
 			s.addBytesLocked(-(g.size))
 			g.f.Close()
-			if err := s.removeFile(filepath.Join(s.dir, g.name)); err != nil {
+			if err := s.removeUnsynced(filepath.Join(s.dir, g.name)); err != nil {
 				return s.failLocked(err)
 			}
 			continue
@@ -451,12 +455,6 @@ func (s *Spool) Truncate(upto uint64) error {
 	}
 	clear(s.segs[len(keep):])
 	s.segs = keep
-	if s.dirDirty {
-		if err := s.fs.SyncDir(s.dir); err != nil {
-			return s.failLocked(fmt.Errorf("wal: fsync spool directory %s: %w", s.dir, err))
-		}
-		s.dirDirty = false
-	}
 	s.cond.Broadcast()
 	return nil
 }

@@ -218,7 +218,9 @@ func (s *Spool) load() error {
 		g := &segment{name: name, first: first, f: s.wrapSegment(f)}
 		isLast := i == len(segNames)-1
 		// A segment wholly at or below the truncation point is left over
-		// from a Truncate that crashed after saving the state.
+		// from a Truncate that crashed after saving the state (its
+		// deletions are not fsynced); the last such one is dropped after
+		// its scan, below.
 		if i+1 < len(segNames) {
 			if next, _ := parseSegmentName(segNames[i+1]); next <= st.truncated+1 {
 				f.Close()
@@ -256,6 +258,18 @@ func (s *Spool) load() error {
 			}
 			continue
 		}
+		if g.last() <= st.truncated {
+			// Wholly at or below the truncation point and the last
+			// segment: left over from a Truncate whose deletions a power
+			// loss undid (they are not fsynced), possibly without the
+			// newer segments it deleted too. Kept, it could take appends
+			// at positions that imply other txids: dropped.
+			f.Close()
+			if err := s.removeFile(path); err != nil {
+				return err
+			}
+			continue
+		}
 		s.segs = append(s.segs, g)
 		s.addBytesLocked(g.size)
 		expect = g.last() + 1
@@ -288,15 +302,27 @@ func (s *Spool) load() error {
 			return fmt.Errorf("wal: sync spool directory %s: %w", s.dir, err)
 		}
 		s.dirDirty = false
+		s.state.dirSynced()
 	}
 	return nil
 }
 
+// removeFile removes a spool file; the next directory sync makes that
+// durable.
 func (s *Spool) removeFile(path string) error {
+	if err := s.removeUnsynced(path); err != nil {
+		return err
+	}
+	s.dirDirty = true
+	return nil
+}
+
+// removeUnsynced removes a spool file whose return after a power loss is
+// harmless (Truncate's segments), leaving the directory unmarked.
+func (s *Spool) removeUnsynced(path string) error {
 	if err := s.fs.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("wal: remove %s: %w", path, err)
 	}
-	s.dirDirty = true
 	return nil
 }
 
@@ -503,6 +529,13 @@ func (s *Spool) overLimitLocked() bool {
 	return s.opts.MaxBytes > 0 && s.bytes >= s.opts.MaxBytes && s.last > s.state.cur.truncated
 }
 
+// hasSpace is WaitForSpace's lock-free fast path: an append would not
+// wait. Capture asks it first, so that the writer's context (a call into
+// the VFS) is looked up only when a wait may follow.
+func (s *Spool) hasSpace() bool {
+	return !s.stopped.Load() && (s.opts.MaxBytes <= 0 || s.abytes.Load() < s.opts.MaxBytes)
+}
+
 // WaitForSpace blocks while the spool is at or over its byte limit, up to
 // AppendTimeout (ErrSpoolFull), until Close (ErrClosed) or until ctx ends
 // (ErrSpoolFull wrapping ctx's error: the writer gave up). Capture calls
@@ -510,7 +543,7 @@ func (s *Spool) overLimitLocked() bool {
 // backpressure slows SQLite's commits while the publisher (which needs
 // capture's lock for SyncForPublish) can still drain the spool.
 func (s *Spool) WaitForSpace(ctx context.Context) error {
-	if !s.stopped.Load() && (s.opts.MaxBytes <= 0 || s.abytes.Load() < s.opts.MaxBytes) {
+	if s.hasSpace() {
 		return nil
 	}
 	s.mu.Lock()
@@ -605,6 +638,12 @@ func (s *Spool) Sync() error {
 		return s.failLocked(err)
 	}
 	s.synced = max(s.synced, target)
+	if dirDirty {
+		// The state file was created when the spool was opened, before
+		// this sync of its directory: its entry is durable now, and its
+		// first save need not sync the directory again.
+		s.state.dirSynced()
+	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -565,4 +566,189 @@ func TestSpoolSetStartAndPagesIn(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("PagesIn(nil, 11, 11): %d pages", n)
 	}
+}
+
+// Truncate does not fsync the spool's folder after deleting segments, so a
+// power loss may bring deleted segments back. They hold only records at or
+// below the truncation point the state file recorded: reopening must not
+// serve them, must continue the txids, and a later Truncate removes them.
+func TestSpoolTruncatedSegmentsComeBack(t *testing.T) {
+	const ps = 1024
+	saveSegs := func(t *testing.T, dir string) map[string][]byte {
+		t.Helper()
+		m := map[string][]byte{}
+		segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+		for _, p := range segs {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[p] = b
+		}
+		return m
+	}
+	restore := func(t *testing.T, saved map[string][]byte) (n int) {
+		t.Helper()
+		for p, b := range saved {
+			if _, err := os.Stat(p); err == nil {
+				continue
+			}
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		return n
+	}
+	checkRecords := func(t *testing.T, sp *wal.Spool, from, to uint64) {
+		t.Helper()
+		want := from
+		for rec, err := range sp.Records(from, to) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Txid != want {
+				t.Fatalf("record txid %d, want %d", rec.Txid, want)
+			}
+			for pg, err := range rec.Pages() {
+				if err != nil || !bytes.Equal(pg.Data, page(ps, pg.Pgno, rec.Txid)) {
+					t.Fatalf("txid %d page %d: %v", rec.Txid, pg.Pgno, err)
+				}
+			}
+			want++
+		}
+		if want != to+1 {
+			t.Fatalf("records %d..%d, want up to %d", from, want-1, to)
+		}
+	}
+
+	t.Run("later segments follow", func(t *testing.T) {
+		dir := t.TempDir()
+		sp := openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
+		for i := 0; i < 20; i++ {
+			appendRec(t, sp, ps, 30, uint32(i%30+1), 30)
+		}
+		confirmAll(t, sp)
+		saved := saveSegs(t, dir)
+		if err := sp.Truncate(12); err != nil {
+			t.Fatal(err)
+		}
+		sp.Close()
+		if restore(t, saved) == 0 {
+			t.Fatal("Truncate(12) deleted no segment: the test needs smaller segments")
+		}
+		sp = openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
+		defer sp.Close()
+		if st := sp.Status(); st.FirstTxid != 13 || st.LastTxid != 20 || st.ConfirmedTxid != 20 {
+			t.Fatalf("after reopen: %+v", st)
+		}
+		checkRecords(t, sp, 13, 20)
+		// Of the segments starting at or below txid 13, only the last
+		// (it holds 13) may remain: the others were deleted at the open.
+		segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+		low := 0
+		for _, p := range segs {
+			first, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(p), ".seg"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first <= 13 {
+				low++
+			}
+		}
+		if low != 1 {
+			t.Fatalf("%d segments start at or below txid 13: %v", low, segs)
+		}
+		if txid := appendRec(t, sp, ps, 30, 2); txid != 21 {
+			t.Fatalf("next txid %d", txid)
+		}
+	})
+
+	// Only an older segment comes back: it ends below the truncation
+	// point, and an append into it would land at a position that implies
+	// another txid (records are positional in a segment).
+	t.Run("an older segment alone", func(t *testing.T) {
+		dir := t.TempDir()
+		sp := openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
+		for i := 0; i < 20; i++ {
+			appendRec(t, sp, ps, 30, uint32(i%30+1), 30)
+		}
+		confirmAll(t, sp)
+		saved := saveSegs(t, dir)
+		if len(saved) < 2 {
+			t.Fatalf("%d segments: the test needs smaller segments", len(saved))
+		}
+		if err := sp.Truncate(20); err != nil {
+			t.Fatal(err)
+		}
+		sp.Close()
+		var oldest string
+		for p := range saved {
+			if oldest == "" || p < oldest {
+				oldest = p
+			}
+		}
+		restore(t, map[string][]byte{oldest: saved[oldest]})
+		// Reopened with bigger segments (a larger spool limit makes
+		// them), the old segment is not full: appends could go into it.
+		sp = openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 1 << 20})
+		if txid := appendRec(t, sp, ps, 30, 7); txid != 21 {
+			t.Fatalf("next txid %d", txid)
+		}
+		confirmAll(t, sp)
+		checkRecords(t, sp, 21, 21)
+		sp.Close()
+		sp = openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 1 << 20})
+		defer sp.Close()
+		if st := sp.Status(); st.FirstTxid != 21 || st.LastTxid != 21 || st.ConfirmedTxid != 21 {
+			t.Fatalf("after reopen: %+v", st)
+		}
+		checkRecords(t, sp, 21, 21)
+	})
+
+	t.Run("everything truncated", func(t *testing.T) {
+		dir := t.TempDir()
+		sp := openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
+		for i := 0; i < 20; i++ {
+			appendRec(t, sp, ps, 30, uint32(i%30+1), 30)
+		}
+		confirmAll(t, sp)
+		saved := saveSegs(t, dir)
+		if err := sp.Truncate(20); err != nil {
+			t.Fatal(err)
+		}
+		sp.Close()
+		if n := restore(t, saved); n != len(saved) {
+			t.Fatalf("%d of %d segments were deleted", n, len(saved))
+		}
+		sp = openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
+		if segs, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(segs) != 0 {
+			t.Fatalf("segments holding only truncated records kept at the open: %v", segs)
+		}
+		if h, ok := sp.LastHeader(); !ok || h.Txid != 20 {
+			t.Fatalf("last header: %+v %v", h, ok)
+		}
+		if txid := appendRec(t, sp, ps, 30, 5, 6); txid != 21 {
+			t.Fatalf("next txid %d", txid)
+		}
+		confirmAll(t, sp)
+		if st := sp.Status(); st.FirstTxid != 21 || st.LastTxid != 21 {
+			t.Fatalf("after the append: %+v", st)
+		}
+		checkRecords(t, sp, 21, 21)
+		sp.Close()
+		// Reopened again.
+		sp = openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
+		checkRecords(t, sp, 21, 21)
+		if err := sp.Truncate(21); err != nil {
+			t.Fatal(err)
+		}
+		if segs, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(segs) != 0 {
+			t.Fatalf("segments left after truncating everything again: %v", segs)
+		}
+		if st := sp.Status(); st.Bytes != 0 {
+			t.Fatalf("bytes after truncating everything: %+v", st)
+		}
+		sp.Close()
+	})
 }

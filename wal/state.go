@@ -114,6 +114,10 @@ type stateFile struct {
 	fresh bool
 }
 
+// dirSynced records that the state file's directory was synced after the
+// file was created (by the spool, for a segment's entry).
+func (s *stateFile) dirSynced() { s.fresh = false }
+
 func openState(fsys FS, path string) (*stateFile, error) {
 	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
