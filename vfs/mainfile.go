@@ -27,6 +27,10 @@ type mainFile struct {
 	// mmap is decided at open, once: SQLite requires one mapper for the
 	// life of the file, and a sparse image must not be mapped.
 	mmap vfs.MemoryMapper
+	// shm is the base file's wal-index, which it makes at open and keeps
+	// for its life: SQLite asks for it at every wal-index lock (six per
+	// autocommit transaction), so it is looked up once.
+	shm vfs.SharedMemory
 	// ckptErr: capture could not make the spool durable at CKPT_START;
 	// the checkpoint's writes fail (SQLite then keeps the WAL) until
 	// CKPT_DONE.
@@ -48,7 +52,7 @@ type mainFile struct {
 }
 
 func newMainFile(d *database, base vfs.File) *mainFile {
-	f := &mainFile{fileForward: fileForward{base}, d: d}
+	f := &mainFile{fileForward: fileForward{base}, d: d, shm: vfsutil.WrapSharedMemory(base)}
 	f.autoCheckpoint.Store(int64(d.cfg.AutoCheckpoint))
 	if d.img == nil {
 		f.mmap = vfsutil.WrapMemoryMapper(base)
@@ -71,11 +75,15 @@ func (f *mainFile) interrupt() context.Context {
 
 var (
 	_ vfs.FileMemoryMapper = (*mainFile)(nil)
+	_ vfs.FileSharedMemory = (*mainFile)(nil)
 	_ wal.MainFile         = (*mainFile)(nil)
 )
 
 // MemoryMapper is the base file's, except on a sparse image.
 func (f *mainFile) MemoryMapper() vfs.MemoryMapper { return f.mmap }
+
+// SharedMemory is the base file's (fileForward's, looked up once).
+func (f *mainFile) SharedMemory() vfs.SharedMemory { return f.shm }
 
 func (f *mainFile) sparse() *image {
 	if img := f.d.img; img != nil && !img.complete.Load() {

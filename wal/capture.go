@@ -342,6 +342,15 @@ type Conn struct {
 // the connection writes.
 func (cn *Conn) SetWaitContext(f func() context.Context) { cn.waitCtx = f }
 
+// waitForSpace is Spool.WaitForSpace with the connection's context, which
+// is looked up only when the spool is short of space.
+func (cn *Conn) waitForSpace() error {
+	if cn.c.spool.hasSpace() {
+		return nil
+	}
+	return cn.c.spool.WaitForSpace(cn.waitContext())
+}
+
 func (cn *Conn) waitContext() context.Context {
 	if cn.waitCtx == nil {
 		return context.Background()

@@ -20,7 +20,7 @@ func (cn *Conn) MainWrite(p []byte, off int64) error {
 	if inCkpt || len(p) == 0 {
 		return nil
 	}
-	if err := c.spool.WaitForSpace(cn.waitContext()); err != nil {
+	if err := cn.waitForSpace(); err != nil {
 		return err
 	}
 	c.mu.Lock()

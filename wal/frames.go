@@ -56,7 +56,7 @@ func (cn *Conn) Write(p []byte, off int64) error {
 	c := cn.c
 	// Backpressure: wait for spool space before taking the lock, so the
 	// publisher can still sync and truncate meanwhile.
-	if err := c.spool.WaitForSpace(cn.waitContext()); err != nil {
+	if err := cn.waitForSpace(); err != nil {
 		return err
 	}
 	c.mu.Lock()
