@@ -622,7 +622,11 @@ func TestSpoolTruncatedSegmentsComeBack(t *testing.T) {
 		}
 	}
 
-	t.Run("later segments follow", func(t *testing.T) {
+	// truncated makes a spool of 20 confirmed records in several
+	// segments, saves the segment files, truncates it to upto and closes
+	// it.
+	truncated := func(t *testing.T, upto uint64) (string, map[string][]byte) {
+		t.Helper()
 		dir := t.TempDir()
 		sp := openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
 		for i := 0; i < 20; i++ {
@@ -630,14 +634,19 @@ func TestSpoolTruncatedSegmentsComeBack(t *testing.T) {
 		}
 		confirmAll(t, sp)
 		saved := saveSegs(t, dir)
-		if err := sp.Truncate(12); err != nil {
+		if err := sp.Truncate(upto); err != nil {
 			t.Fatal(err)
 		}
 		sp.Close()
+		return dir, saved
+	}
+
+	t.Run("later segments follow", func(t *testing.T) {
+		dir, saved := truncated(t, 12)
 		if restore(t, saved) == 0 {
 			t.Fatal("Truncate(12) deleted no segment: the test needs smaller segments")
 		}
-		sp = openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
+		sp := openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
 		defer sp.Close()
 		if st := sp.Status(); st.FirstTxid != 13 || st.LastTxid != 20 || st.ConfirmedTxid != 20 {
 			t.Fatalf("after reopen: %+v", st)
@@ -668,20 +677,10 @@ func TestSpoolTruncatedSegmentsComeBack(t *testing.T) {
 	// point, and an append into it would land at a position that implies
 	// another txid (records are positional in a segment).
 	t.Run("an older segment alone", func(t *testing.T) {
-		dir := t.TempDir()
-		sp := openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
-		for i := 0; i < 20; i++ {
-			appendRec(t, sp, ps, 30, uint32(i%30+1), 30)
-		}
-		confirmAll(t, sp)
-		saved := saveSegs(t, dir)
+		dir, saved := truncated(t, 20)
 		if len(saved) < 2 {
 			t.Fatalf("%d segments: the test needs smaller segments", len(saved))
 		}
-		if err := sp.Truncate(20); err != nil {
-			t.Fatal(err)
-		}
-		sp.Close()
 		var oldest string
 		for p := range saved {
 			if oldest == "" || p < oldest {
@@ -691,7 +690,7 @@ func TestSpoolTruncatedSegmentsComeBack(t *testing.T) {
 		restore(t, map[string][]byte{oldest: saved[oldest]})
 		// Reopened with bigger segments (a larger spool limit makes
 		// them), the old segment is not full: appends could go into it.
-		sp = openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 1 << 20})
+		sp := openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 1 << 20})
 		if txid := appendRec(t, sp, ps, 30, 7); txid != 21 {
 			t.Fatalf("next txid %d", txid)
 		}
@@ -707,21 +706,11 @@ func TestSpoolTruncatedSegmentsComeBack(t *testing.T) {
 	})
 
 	t.Run("everything truncated", func(t *testing.T) {
-		dir := t.TempDir()
-		sp := openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
-		for i := 0; i < 20; i++ {
-			appendRec(t, sp, ps, 30, uint32(i%30+1), 30)
-		}
-		confirmAll(t, sp)
-		saved := saveSegs(t, dir)
-		if err := sp.Truncate(20); err != nil {
-			t.Fatal(err)
-		}
-		sp.Close()
+		dir, saved := truncated(t, 20)
 		if n := restore(t, saved); n != len(saved) {
 			t.Fatalf("%d of %d segments were deleted", n, len(saved))
 		}
-		sp = openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
+		sp := openSpool(t, dir, wal.SpoolOptions{SegmentBytes: 8000})
 		if segs, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(segs) != 0 {
 			t.Fatalf("segments holding only truncated records kept at the open: %v", segs)
 		}
