@@ -466,6 +466,11 @@ func TakeOver(ctx context.Context, cat *manifest.Catalog, w *manifest.Writer, fo
 		return TakeoverResult{}, errorf("take the writer role: %w", err)
 	}
 	res := TakeoverResult{TakeoverInfo: info}
+	if info.Seq <= prev+1 {
+		// Our takeover record is the only new one: nothing to count (and
+		// no query to prepare, at every open).
+		return res, nil
+	}
 	rows, err := cat.Publishes(prev+1, int(info.Seq-prev))
 	if err != nil {
 		return TakeoverResult{}, err
