@@ -230,6 +230,26 @@ func (s *Spool) load() error {
 				continue
 			}
 		}
+		// The first txid this segment must hold: the one after the
+		// previous segment's, or for the first kept one, the one after
+		// the truncation point.
+		want := expect
+		if want == 0 {
+			want = st.truncated + 1
+		}
+		if first > want && want > st.confirmed {
+			// Records want..first-1 are missing but unconfirmed: a
+			// rotation's folder entry a power loss took while a later
+			// one's survived (entries become durable in any order before
+			// the folder's fsync). A torn tail, like a torn record:
+			// this segment and every later one go.
+			f.Close()
+			if err := s.removeFile(path); err != nil {
+				return err
+			}
+			torn = true
+			continue
+		}
 		if expect != 0 && first != expect {
 			f.Close()
 			return fmt.Errorf("wal: spool segment %s starts at txid %d, expected %d: %w", path, first, expect, ErrCorrupt)
@@ -291,6 +311,11 @@ func (s *Spool) load() error {
 	// What was read may still be only in the page cache (a process killed
 	// before it fsynced, the machine still up): fsync it now, so that
 	// "synced" means durable before anything is confirmed on top of it.
+	// The folder entries of segments a rotation made since the last
+	// confirmation (synced only by the next Sync, which a close or a kill
+	// may never reach) were made durable by openState, whose fsync of
+	// the folder, or the state's first save's, comes before any record
+	// can be confirmed (TestSpoolReopenSyncsNewSegmentEntries).
 	for _, g := range s.segs {
 		if err := g.f.Sync(); err != nil {
 			return fmt.Errorf("wal: fsync spool segment %s: %w", filepath.Join(s.dir, g.name), err)

@@ -131,6 +131,21 @@ func openState(fsys FS, path string) (*stateFile, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	s.fresh = n == 0
+	if n > 0 {
+		// What was read may be only in the page cache (a process killed
+		// between a save's write and its fsync, or a failed fsync before a
+		// reopen): the spool acts on it at once (segments at or below its
+		// truncation point are deleted, durably), so it must be durable
+		// first, its folder entry too.
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("sync %s: %w", path, err)
+		}
+		if err := fsys.SyncDir(filepath.Dir(path)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("sync directory of %s: %w", path, err)
+		}
+	}
 	found := false
 	for slot := 0; slot*stateSlotSize < n; slot++ {
 		b := raw[slot*stateSlotSize : (slot+1)*stateSlotSize]
