@@ -219,8 +219,8 @@ func (s *Spool) load() error {
 		isLast := i == len(segNames)-1
 		// A segment wholly at or below the truncation point is left over
 		// from a Truncate that crashed after saving the state (its
-		// deletions are not fsynced); the last such one is dropped after
-		// its scan, below.
+		// deletions are not fsynced); one this check cannot tell is
+		// dropped after its scan, below.
 		if i+1 < len(segNames) {
 			if next, _ := parseSegmentName(segNames[i+1]); next <= st.truncated+1 {
 				f.Close()
@@ -279,11 +279,12 @@ func (s *Spool) load() error {
 			continue
 		}
 		if g.last() <= st.truncated {
-			// Wholly at or below the truncation point and the last
-			// segment: left over from a Truncate whose deletions a power
-			// loss undid (they are not fsynced), possibly without the
-			// newer segments it deleted too. Kept, it could take appends
-			// at positions that imply other txids: dropped.
+			// Wholly at or below the truncation point, and not caught by
+			// the check above (the last segment, or the next one starts
+			// past the point): left over from a Truncate whose deletions
+			// a power loss undid (they are not fsynced), possibly without
+			// the newer segments it deleted too. Kept, it could take
+			// appends at positions that imply other txids: dropped.
 			f.Close()
 			if err := s.removeFile(path); err != nil {
 				return err
