@@ -168,6 +168,16 @@ func openState(fsys FS, path string) (*stateFile, error) {
 // save makes st durable. It writes the slot that does not hold the
 // current state, so a torn write leaves the current one intact.
 func (s *stateFile) save(st spoolState) error {
+	if s.fresh {
+		// The folder before the first content: the entries of this file
+		// and of the segments a previous life created (synced only by a
+		// Sync it may not have reached) are durable before a state that
+		// confirms their records can be (TestSpoolFirstStateSaveSyncsFolderFirst).
+		if err := s.fs.SyncDir(filepath.Dir(s.path)); err != nil {
+			return fmt.Errorf("sync directory of %s: %w", s.path, err)
+		}
+		s.fresh = false
+	}
 	st.seq = s.cur.seq + 1
 	st.encode(s.buf[:])
 	off := int64(st.seq%2) * stateSlotSize
@@ -176,12 +186,6 @@ func (s *stateFile) save(st spoolState) error {
 	}
 	if err := s.f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", s.path, err)
-	}
-	if s.fresh {
-		if err := s.fs.SyncDir(filepath.Dir(s.path)); err != nil {
-			return fmt.Errorf("sync directory of %s: %w", s.path, err)
-		}
-		s.fresh = false
 	}
 	s.cur = st
 	return nil
