@@ -55,13 +55,12 @@ type Sample struct {
 
 const childEnv = "BOP_BENCH_CHILD"
 
-// Main is the entry point of a benchmark program. Flags: -reps N (default
-// 10, minimum 10 unless -quick), -only name,name, -dir for scratch space,
-// -json file to save raw samples, -against another build of the same
-// program (each non-baseline variant also runs as that build's, named
-// "<variant>@against", interleaved with the rest: before and after a
-// change in one table).
-// The harness's flags, on the program's command line with its own.
+// The harness's flags, on the program's command line with its own: -reps N
+// (default 10; reported numbers need at least 10), -only name,name, -dir
+// for scratch space, -json file to save raw samples, -against another
+// build of the same program (each non-baseline variant also runs as that
+// build's, named "<variant>@against", interleaved with the rest: before
+// and after a change in one table).
 var flags = struct {
 	reps                     *int
 	only, dir, json, against *string
@@ -83,6 +82,10 @@ func ParseFlags() {
 	}
 }
 
+// Main is the entry point of a benchmark program: in a child (childEnv
+// set) it runs one variant; otherwise it runs every selected variant -reps
+// times, interleaved, each in its own child process, and prints the table
+// (and, when the children time their workload apart, PhaseTable's).
 func Main(title string, variants []Variant) {
 	if name := os.Getenv(childEnv); name != "" {
 		os.Exit(runChild(name, variants))
@@ -125,6 +128,9 @@ func Main(title string, variants []Variant) {
 	fmt.Printf("## %s\n\n", title)
 	fmt.Printf("`%s`, %d interleaved repetitions, %s\n\n", strings.Join(os.Args, " "), *reps, time.Now().UTC().Format("2006-01-02"))
 	fmt.Print(Table(selected, samples))
+	if t := PhaseTable(selected, samples, "work_s", "work_cpu_s"); t != "" {
+		fmt.Printf("\nThe workload alone (`work_s`, `work_cpu_s`: from after the database is open to before it is closed):\n\n%s", t)
+	}
 }
 
 func validate(variants []Variant) error {
@@ -378,6 +384,47 @@ func Table(variants []Variant, samples []Sample) string {
 		fmt.Fprintf(&b, "| %s | %d | %.3fs (%.3f–%.3f, %.3f) | %.3fs (%.3f–%.3f, %.3f) | %.2f | %.2f | %.0f MB | %s|\n",
 			v.Name, w.N, w.Median, w.Min, w.Max, w.P75-w.P25, c.Median, c.Min, c.Max, c.P75-c.P25,
 			ratio(bw.Median, w.Median), ratio(bc.Median, c.Median), rss.Median, fmtExtra(med))
+	}
+	return b.String()
+}
+
+// PhaseTable renders one phase of each run, timed by the child itself
+// and reported as two extras (seconds of wall and of CPU time): per
+// variant, the medians with their IQR and the baseline's median over the
+// variant's, to three decimals. It is "" unless the baseline reported both.
+func PhaseTable(variants []Variant, samples []Sample, wallKey, cpuKey string) string {
+	by := map[string][2][]float64{}
+	for _, s := range samples {
+		w, wok := s.Extra[wallKey]
+		c, cok := s.Extra[cpuKey]
+		if !wok || !cok {
+			continue
+		}
+		xs := by[s.Variant]
+		xs[0], xs[1] = append(xs[0], w), append(xs[1], c)
+		by[s.Variant] = xs
+	}
+	var base [2]Stats
+	for _, v := range variants {
+		if v.Baseline {
+			base = [2]Stats{Summarise(by[v.Name][0]), Summarise(by[v.Name][1])}
+		}
+	}
+	if base[0].N == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "| variant | n | %s median (IQR) | %s median (IQR) | speed vs baseline: wall | CPU |\n", wallKey, cpuKey)
+	b.WriteString("|---|---|---|---|---|---|\n")
+	for _, v := range variants {
+		xs, ok := by[v.Name]
+		if !ok {
+			continue
+		}
+		w, c := Summarise(xs[0]), Summarise(xs[1])
+		fmt.Fprintf(&b, "| %s | %d | %.4fs (%.4f) | %.4fs (%.4f) | %.3f | %.3f |\n",
+			v.Name, w.N, w.Median, w.P75-w.P25, c.Median, c.P75-c.P25,
+			ratio(base[0].Median, w.Median), ratio(base[1].Median, c.Median))
 	}
 	return b.String()
 }
