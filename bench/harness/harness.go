@@ -129,7 +129,7 @@ func Main(title string, variants []Variant) {
 	fmt.Printf("`%s`, %d interleaved repetitions, %s\n\n", strings.Join(os.Args, " "), *reps, time.Now().UTC().Format("2006-01-02"))
 	fmt.Print(Table(selected, samples))
 	if t := PhaseTable(selected, samples, "work_s", "work_cpu_s"); t != "" {
-		fmt.Printf("\nThe workload alone (`work_s`, `work_cpu_s`: from after the database is open to before it is closed):\n\n%s", t)
+		fmt.Printf("\nThe workload alone (`work_s`, `work_cpu_s`, as the children time it):\n\n%s", t)
 	}
 }
 
