@@ -1,6 +1,7 @@
 package s3store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -87,17 +88,29 @@ func TestTruncatedBody(t *testing.T) {
 	}
 }
 
-// TestExactBody: the body wrapper stops at the announced length and
-// reports an early end.
+// TestExactBody: the body wrapper stops at the announced length, reports
+// an early end, and stops at once when ctx is cancelled even though the
+// underlying body still has bytes to give.
 func TestExactBody(t *testing.T) {
-	b := &exactBody{rc: io.NopCloser(strings.NewReader("0123456789")), left: 4}
+	b := &exactBody{ctx: t.Context(), key: "k", rc: io.NopCloser(strings.NewReader("0123456789")), left: 4}
 	got, err := io.ReadAll(b)
 	if err != nil || string(got) != "0123" {
 		t.Errorf("exactBody(4 of 10) = %q, %v", got, err)
 	}
-	b = &exactBody{rc: io.NopCloser(strings.NewReader("01")), left: 4}
+	b = &exactBody{ctx: t.Context(), key: "k", rc: io.NopCloser(strings.NewReader("01")), left: 4}
 	if got, err := io.ReadAll(b); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("exactBody(4 of 2) = %q, %v; want io.ErrUnexpectedEOF", got, err)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	b = &exactBody{ctx: ctx, key: "k", rc: io.NopCloser(strings.NewReader("0123456789")), left: 10}
+	head := make([]byte, 3)
+	if n, err := b.Read(head); n != 3 || err != nil {
+		t.Fatalf("first read = %d, %v", n, err)
+	}
+	cancel()
+	if rest, err := io.ReadAll(b); !errors.Is(err, context.Canceled) || len(rest) != 0 {
+		t.Errorf("read after cancel = %q, %v; want nothing and context.Canceled", rest, err)
 	}
 }
 

@@ -83,7 +83,7 @@ func (s *Store) Get(ctx context.Context, key string, off, length int64) (io.Read
 	} else {
 		info.Size = n
 	}
-	return &exactBody{rc: out.Body, left: n}, info, nil
+	return &exactBody{ctx: ctx, key: key, rc: out.Body, left: n}, info, nil
 }
 
 // parseContentRange parses "bytes start-end/total" (digits only, as RFC
@@ -130,7 +130,14 @@ func parseDigits(s string) (int64, bool) {
 // exactBody passes through exactly left bytes: an early end is
 // io.ErrUnexpectedEOF, never a short object taken for a whole one, and
 // nothing past the announced length is read.
+//
+// It checks ctx before each read. The HTTP transport also aborts the body
+// when ctx is cancelled, but from another goroutine: until that lands, bytes
+// already in the socket buffers (megabytes on loopback) would still be
+// delivered, so a cancelled read could run to a clean end.
 type exactBody struct {
+	ctx  context.Context
+	key  string
 	rc   io.ReadCloser
 	left int64
 }
@@ -138,6 +145,9 @@ type exactBody struct {
 func (b *exactBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
 		return 0, io.EOF
+	}
+	if err := b.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("s3store: read %s: %w", b.key, err)
 	}
 	if int64(len(p)) > b.left {
 		p = p[:b.left]
