@@ -542,18 +542,20 @@ func TestSyncDurability(t *testing.T) {
 	}
 }
 
-// MaxLag: with publishing slowed down (each PUT takes 150 ms), async
+// MaxLag: with publishing slowed down (each PUT takes 400 ms), async
 // commits wait once the oldest unpublished transaction is older than
 // MaxLag. Measured through the status, not by timing: commits waited
 // (lag_waits), and the worst lag seen right after a commit returned is
 // below the worst lag of the same workload without the bound (where no
-// commit waits).
+// commit waits). The slow PUTs keep the two apart by seconds (about 0.3 s
+// against 2.5 s), so a stalled test goroutine on a loaded machine, which
+// adds to the bounded run's lag, does not close the gap.
 func TestMaxLagBackpressure(t *testing.T) {
 	run := func(maxLag time.Duration) (waits uint64, worst float64) {
 		cfg := Config{MaxLag: maxLag, CheckpointInterval: 20 * time.Millisecond}
 		cfg.wrapStore = func(s remote.Store) remote.Store {
 			f := fault.New(s, fault.Config{})
-			f.SetLatency(fault.OpPut, 150*time.Millisecond)
+			f.SetLatency(fault.OpPut, 400*time.Millisecond)
 			return f
 		}
 		v := newVFS(t, cfg)
@@ -655,8 +657,20 @@ func TestAutoCheckpointHook(t *testing.T) {
 func TestSyncWaitCancelledOutcomeUnknown(t *testing.T) {
 	db, f := faultDB(t, Config{Durability: Sync, SyncTimeout: 20 * time.Second, CheckpointInterval: time.Hour})
 	f.SetLatency(fault.OpPut, 2*time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Cancel once the commit's publish has begun its first PUT: the
+	// commit is then waiting. A timer could fire before the statement got
+	// there on a loaded machine, and interrupt it for real.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	puts := f.Stats().Put.Requests
+	go func() {
+		defer cancel()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if f.Stats().Put.Requests > puts {
+				return
+			}
+		}
+	}()
 	_, err := db.ExecContext(ctx, "INSERT INTO t VALUES ('x')")
 	if !errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("commit whose publish wait was cancelled: %v, want ErrOutcomeUnknown", err)
@@ -705,7 +719,9 @@ func TestSpoolFullWaitHonoursContext(t *testing.T) {
 	// Up to 24 MB: past the 8 MiB a coalesced group may hold in memory
 	// before it is spooled, whenever the publisher's syncs come.
 	for i := 0; i < 3000 && err == nil; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		// Only the insert that finds the spool full waits out its
+		// deadline: 3 s leaves the others room on a loaded machine.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		_, err = db.ExecContext(ctx, "INSERT INTO t VALUES (randomblob(8000))")
 		cancel()
 		if err == nil {

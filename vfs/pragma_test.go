@@ -117,7 +117,10 @@ func TestStatusPragma(t *testing.T) {
 // publisher's interval publishes it without waiting for a checkpoint to
 // append it, and a restore of that boundary holds the last commit.
 func TestHeldGroupIsPublished(t *testing.T) {
-	v := newVFS(t, Config{CheckpointInterval: 20 * time.Millisecond})
+	// A 1 s interval: short enough to wait for, long enough that a
+	// stalled test goroutine on a loaded machine does not see the group
+	// published between the last INSERT and the status read.
+	v := newVFS(t, Config{CheckpointInterval: time.Second})
 	path := filepath.Join(t.TempDir(), "group.db")
 	db := openDB(t, v, path)
 	db.SetMaxOpenConns(1)
@@ -130,13 +133,13 @@ func TestHeldGroupIsPublished(t *testing.T) {
 	if s.LagTxns != 1 {
 		t.Fatalf("three small commits after a publish: want one group unpublished, status %+v", s)
 	}
-	// Published by the 20 ms interval: well before the lease renewal
+	// Published by the 1 s interval: well before the lease renewal
 	// (every 10 s), whose cycle would publish it too.
 	want := s.Txid
 	deadline := time.Now().Add(5 * time.Second)
 	for statusOf(t, db).PublishedTxid < want {
 		if time.Now().After(deadline) {
-			t.Fatalf("the held group (txid %d) was not published within 5 s at a 20 ms interval: %+v", want, statusOf(t, db))
+			t.Fatalf("the held group (txid %d) was not published within 5 s at a 1 s interval: %+v", want, statusOf(t, db))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -484,7 +484,9 @@ func TestWaitersAndCancellation(t *testing.T) {
 	key := objKey(t, 14)
 	putPattern(t, m, key, 31, 16*B)
 	c := newCache(t, m, Config{BlockSize: B, ReadAhead: -1})
-	m.SetLatency(fault.OpGet, 300*time.Millisecond)
+	// The fetch must still be in flight when the fetcher is cancelled,
+	// however slow the machine: its GET waits 10 s, or until cancelled.
+	m.SetLatency(fault.OpGet, 10*time.Second)
 
 	fetcherCtx, cancelFetcher := context.WithCancel(t.Context())
 	fetcherDone := make(chan error, 1)
@@ -501,7 +503,7 @@ func TestWaitersAndCancellation(t *testing.T) {
 	if _, err := c.ReadAt(short, key, make([]byte, 100), 50); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("waiter: %v; want DeadlineExceeded", err)
 	}
-	if d := time.Since(start); d > 250*time.Millisecond {
+	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("waiter returned after %v, not at its deadline", d)
 	}
 
@@ -516,6 +518,9 @@ func TestWaitersAndCancellation(t *testing.T) {
 		waiterDone <- err
 	}()
 	time.Sleep(20 * time.Millisecond)
+	// Latency is taken when a call starts: the cancelled GET keeps its
+	// 10 s (and ends by the cancel), the waiter's own fetch is quick.
+	m.SetLatency(fault.OpGet, 0)
 	cancelFetcher()
 	if err := <-fetcherDone; !errors.Is(err, context.Canceled) {
 		t.Errorf("fetcher: %v; want Canceled", err)
@@ -523,7 +528,6 @@ func TestWaitersAndCancellation(t *testing.T) {
 	if err := <-waiterDone; err != nil {
 		t.Errorf("waiter after the fetcher was cancelled: %v", err)
 	}
-	m.SetLatency(fault.OpGet, 0)
 	checkAccounting(t, c)
 }
 

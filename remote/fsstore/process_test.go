@@ -31,7 +31,8 @@ import (
 //	         "win <etag>", "lost" or "error <msg>"
 //	hang     put FSSTORE_KEY, print "half" after half the body, then block
 //	         until killed
-//	churn    put and replace self-checking objects in a loop until killed
+//	churn    put and replace self-checking objects in a loop until killed,
+//	         printing "stored" once, after the first put
 func TestHelperProcess(t *testing.T) {
 	job := os.Getenv("FSSTORE_CHILD")
 	if job == "" {
@@ -79,6 +80,9 @@ func TestHelperProcess(t *testing.T) {
 			if _, err := s.Put(ctx, k, bytes.NewReader(selfChecking(seed, size)), remote.PutOptions{Size: size}); err != nil {
 				fmt.Println("error", err)
 				os.Exit(0)
+			}
+			if i == 0 {
+				fmt.Println("stored")
 			}
 			if i%3 == 0 {
 				s.Delete(ctx, fmt.Sprintf("%s/%d", key, (i+2)%5))
@@ -148,7 +152,7 @@ func (c *child) line(t *testing.T) string {
 	for c.out.Scan() {
 		l := c.out.Text()
 		if strings.HasPrefix(l, "ready") || strings.HasPrefix(l, "win") || strings.HasPrefix(l, "lost") ||
-			strings.HasPrefix(l, "error") || strings.HasPrefix(l, "half") {
+			strings.HasPrefix(l, "error") || strings.HasPrefix(l, "half") || strings.HasPrefix(l, "stored") {
 			return l
 		}
 	}
@@ -307,7 +311,13 @@ func TestCrashChurn(t *testing.T) {
 		if l := c.line(t); l != "ready" {
 			t.Fatalf("child: %s", l)
 		}
-		time.Sleep(time.Duration(5+rand.IntN(60)) * time.Millisecond)
+		// Kill at a random moment after the first put: before it, a kill
+		// could only find nothing, and on a slow disk every round could
+		// end there, leaving the test nothing to check.
+		if l := c.line(t); l != "stored" {
+			t.Fatalf("child: %s", l)
+		}
+		time.Sleep(time.Duration(rand.IntN(60)) * time.Millisecond)
 		if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
