@@ -665,7 +665,7 @@ func TestSyncWaitCancelledOutcomeUnknown(t *testing.T) {
 	puts := f.Stats().Put.Requests
 	go func() {
 		defer cancel()
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		for deadline := time.Now().Add(10 * time.Second); ctx.Err() == nil && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 			if f.Stats().Put.Requests > puts {
 				return
 			}
